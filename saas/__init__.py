@@ -1,0 +1,1 @@
+"""The ReadRoom Django project: configuration and one app per domain."""

@@ -1,0 +1,1 @@
+"""Settings per environment: `local`, `test` and `production`, all built on `base`."""

@@ -1,0 +1,36 @@
+"""Settings for the test suite: the local stack's services, a separate database and var dir."""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+
+_LOCAL_ENV = Path(__file__).resolve().parents[3] / "var" / "local.env"
+if _LOCAL_ENV.exists():
+    environ.Env.read_env(_LOCAL_ENV, overwrite=False)
+
+from saas.config.settings.base import *  # noqa: E402,F403
+from saas.config.settings.base import VAR_DIR, env  # noqa: E402
+
+SECRET_KEY = "test-only-not-secret"  # noqa: S105 - tests only
+TEST_DATABASE_NAME = env.str("READROOM_TEST_DATABASE", default="readroom_test")
+for _alias in ("default", "owner"):
+    DATABASES[_alias]["NAME"] = TEST_DATABASE_NAME  # noqa: F405
+    DATABASES[_alias]["CONN_MAX_AGE"] = 0  # noqa: F405
+
+# Fast hashing keeps the suite quick; production settings keep Argon2 first.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+READROOM_ORTHANC_DIR = VAR_DIR / "test" / "orthanc"
+READROOM_ORTHANC_HTTP_PORTS = (30000, 32000)
+READROOM_ORTHANC_DICOM_PORTS = (32000, 34000)
+READROOM_S3_BUCKET_PREFIX = "rrtest"
+CELERY_TASK_ALWAYS_EAGER = False
+AXES_FAILURE_LIMIT = 5
+
+# A separate Redis database, so a development worker never takes the tests' tasks.
+CELERY_BROKER_URL = urlsplit(REDIS_URL)._replace(path="/" + env.str("READROOM_TEST_REDIS_DB", default="15")).geturl()  # noqa: F405
+
+# Static files straight from the source folders; production serves the collectstatic output.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

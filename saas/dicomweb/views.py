@@ -1,0 +1,87 @@
+"""QIDO-RS study search, checked against the actor's tenants and audited (110112)."""
+
+from __future__ import annotations
+
+import requests
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.decorators import api_view
+from rest_framework.exceptions import APIException
+
+from saas.audit.enums import AuditAction, AuditEventId
+from saas.audit.services import audit_record
+from tenants.access import access_tenant_patient_data
+from tenants.enums import TokenScope
+from tenants.orthanc import orthanc_endpoint
+
+# Search parameters passed on to Orthanc; anything else is refused rather than silently dropped.
+QIDO_STUDY_PARAMETERS = frozenset(
+    {
+        "PatientID",
+        "PatientName",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "StudyInstanceUID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "includefield",
+        "limit",
+        "offset",
+        "fuzzymatching",
+    }
+)
+MAX_LIMIT = 1000
+
+
+class OrthancUnreachable(APIException):
+    status_code = 503
+    default_detail = "The clinic's image store is not answering; try again shortly."
+
+
+class BadQuery(APIException):
+    status_code = 400
+
+
+@extend_schema(
+    summary="QIDO-RS: search a clinic's studies",
+    parameters=[OpenApiParameter(name, str, required=False) for name in sorted(QIDO_STUDY_PARAMETERS)],
+    responses={(200, "application/dicom+json"): dict},
+)
+@api_view(["GET"])
+def qido_studies(request, slug: str):
+    actor = request.actor
+    tenant = access_tenant_patient_data(actor, slug, scope=TokenScope.STUDIES_READ)
+    unknown = sorted(set(request.GET) - QIDO_STUDY_PARAMETERS)
+    if unknown:
+        raise BadQuery(f"Unsupported QIDO-RS parameters: {', '.join(unknown)}.")
+    params = list(request.GET.lists())
+    limit = request.GET.get("limit")
+    if limit is not None and (not limit.isdigit() or not 0 < int(limit) <= MAX_LIMIT):
+        raise BadQuery(f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    if limit is None:
+        params.append(("limit", [str(MAX_LIMIT)]))
+    endpoint = orthanc_endpoint(tenant)
+    try:
+        upstream = requests.get(
+            f"{endpoint.http_url}/dicom-web/studies",
+            params=[(key, value) for key, values in params for value in values],
+            auth=endpoint.auth,
+            headers={"Accept": "application/dicom+json"},
+            timeout=30,
+        )
+    except requests.RequestException as error:
+        raise OrthancUnreachable() from error
+    if upstream.status_code >= 500:
+        raise OrthancUnreachable()
+    matches = upstream.json() if upstream.status_code == 200 and upstream.content else []
+    audit_record(
+        event_id=AuditEventId.QUERY,
+        action=AuditAction.EXECUTE,
+        tenant_id=tenant.pk,
+        actor=actor,
+        study_instance_uids=[match.get("0020000D", {}).get("Value", [""])[0] for match in matches],
+        detail={"level": "studies", "matches": len(matches), "parameters": sorted(set(request.GET))},
+    )
+    return HttpResponse(upstream.content, status=upstream.status_code, content_type="application/dicom+json")

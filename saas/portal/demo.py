@@ -1,0 +1,98 @@
+"""The demo data set: two clinics, a person of every role, and a few synthetic studies in each Orthanc."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+from pydicom.uid import generate_uid
+
+from saas.studies.synthetic import cr_image, ct_series, dataset_bytes
+from tenants.enums import Role
+from tenants.models import Tenant
+from tenants.orthanc import orthanc_endpoint
+from tenants.services import credential_grant, tenant_create, user_provision
+
+DEMO_PASSWORD = "ReadRoom-demo-2026"  # noqa: S105 - printed by `make demo`, demo data only
+DEMO_CLINICS = (("northside", "Northside Imaging"), ("lakeside", "Lakeside Radiology"))
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    username: str
+    role: str
+    clinics: str
+
+
+def _demo_studies(slug: str) -> list[list]:
+    """Deterministic study UIDs, so a second seed finds the studies already there."""
+    studies = []
+    for number, (description, priority, lesions) in enumerate(
+        [("CT ABDOMEN WITH CONTRAST", "ROUTINE", ()), ("CT CHEST", "STAT", [((10.0, -5.0, 0.0), 15.0, 80.0)])]
+    ):
+        studies.append(
+            ct_series(
+                patient_id=f"{slug.upper()}-{1001 + number}",
+                patient_name=f"Demo^Patient{number + 1}",
+                accession_number=f"{slug[:3].upper()}{5001 + number}",
+                study_description=description,
+                study_instance_uid=generate_uid(entropy_srcs=["readroom-demo", slug, "ct", str(number)]),
+                priority=priority,
+                slices=24,
+                rows=128,
+                columns=128,
+                seed=number,
+                lesions=lesions,
+            )
+        )
+    studies.append(
+        [
+            cr_image(
+                patient_id=f"{slug.upper()}-2001",
+                patient_name="Demo^Chest",
+                accession_number=f"{slug[:3].upper()}6001",
+                study_instance_uid=generate_uid(entropy_srcs=["readroom-demo", slug, "cr"]),
+                seed=7,
+            )
+        ]
+    )
+    return studies
+
+
+def _upload_missing(tenant: Tenant, studies: list[list]) -> int:
+    endpoint = orthanc_endpoint(tenant)
+    uploaded = 0
+    for datasets in studies:
+        study_uid = datasets[0].StudyInstanceUID
+        found = requests.post(f"{endpoint.http_url}/tools/lookup", data=study_uid, auth=endpoint.auth, timeout=30)
+        found.raise_for_status()
+        if found.json():
+            continue
+        for dataset in datasets:
+            response = requests.post(
+                f"{endpoint.http_url}/instances", data=dataset_bytes(dataset), auth=endpoint.auth, timeout=60
+            )
+            response.raise_for_status()
+            uploaded += 1
+    return uploaded
+
+
+def demo_seed() -> tuple[list[DemoLogin], int]:
+    """Create (or refresh) the demo; returns the logins and how many instances were uploaded."""
+    logins: list[DemoLogin] = []
+    uploaded = 0
+    tenants = []
+    for slug, name in DEMO_CLINICS:
+        tenant, _ = tenant_create(slug=slug, name=name)
+        tenants.append(tenant)
+        for role in (Role.CLINIC_ADMIN, Role.CLINIC_STAFF, Role.REFERRING_PHYSICIAN, Role.BILLING_ADMIN):
+            username = f"{slug}-{role.value.replace('_', '-')}"
+            user_provision(username=username, role=role, password=DEMO_PASSWORD, tenant=tenant)
+            logins.append(DemoLogin(username, role.value, slug))
+        uploaded += _upload_missing(tenant, _demo_studies(slug))
+    radiologist = user_provision(username="dr-reader", role=Role.RADIOLOGIST, password=DEMO_PASSWORD, tenant=tenants[0])
+    credential_grant(radiologist=radiologist, tenant=tenants[1], modalities=["CT", "CR", "DX"])
+    logins.append(DemoLogin("dr-reader", Role.RADIOLOGIST.value, ", ".join(slug for slug, _ in DEMO_CLINICS)))
+    user_provision(username="platform-admin", role=Role.PLATFORM_ADMIN, password=DEMO_PASSWORD)
+    logins.append(DemoLogin("platform-admin", Role.PLATFORM_ADMIN.value, "-"))
+    return logins, uploaded

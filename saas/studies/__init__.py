@@ -1,0 +1,1 @@
+"""Studies: DICOM ingest, the tenant-scoped study index, and the S3 archive."""

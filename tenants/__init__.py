@@ -1,0 +1,1 @@
+"""Tenants: clinics, memberships, credentials, tokens, and the one place tenant scoping is enforced."""

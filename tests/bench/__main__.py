@@ -1,0 +1,148 @@
+"""`make bench`: platform paths against direct access, printed as a table and written to var/bench/results.json.
+
+Runs against the local stack that `make up` started (web process included), with local settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.config.settings.local")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from saas.audit.enums import AuditAction, AuditEventId  # noqa: E402
+from saas.audit.services import audit_record  # noqa: E402
+from saas.studies.synthetic import ct_series, dataset_bytes  # noqa: E402
+from tenants.enums import TokenScope  # noqa: E402
+from tenants.orthanc import orthanc_endpoint  # noqa: E402
+from tenants.services import api_token_create, tenant_create  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "200"))
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    ratio: float
+    target: str
+
+
+def _p50_ms(call, rounds: int) -> float:
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def bench_audit_record() -> Result:
+    """Hash-chained audit appends vs plain INSERTs of the same rows into an unchained table."""
+    database = settings.DATABASES["default"]
+    with psycopg.connect(
+        host=database["HOST"],
+        port=database["PORT"],
+        dbname=database["NAME"],
+        user=database["USER"],
+        password=database["PASSWORD"],
+        autocommit=True,
+    ) as connection:
+        connection.execute("CREATE TEMP TABLE bench_plain (LIKE audit_auditevent INCLUDING DEFAULTS)")
+
+        def plain():
+            connection.execute(
+                "INSERT INTO bench_plain (tenant_id, seq, event_id, action, outcome, actor_username, actor_role,"
+                " patient_ids, study_instance_uids, detail, occurred_at, prev_hash, hash)"
+                " VALUES (NULL, 1, 110103, 'R', 0, 'bench', '', '{P1}', '{1.2.3}', '{}', now(), '', '')"
+            )
+
+        def chained():
+            audit_record(
+                event_id=AuditEventId.INSTANCES_ACCESSED,
+                action=AuditAction.READ,
+                tenant_id=None,
+                actor_username="bench",
+                patient_ids=["P1"],
+                study_instance_uids=["1.2.3"],
+            )
+
+        baseline = _p50_ms(plain, ROUNDS)
+        value = _p50_ms(chained, ROUNDS)
+    return Result(
+        "audit_record_p50_ms", round(value, 3), "ms", round(baseline, 3), round(baseline / value, 3), "ratio >= 0.2"
+    )
+
+
+def bench_qido() -> Result:
+    """QIDO-RS study search through the platform (auth, tenant check, audit) vs straight from Orthanc."""
+    tenant, _ = tenant_create(slug="bench", name="Benchmark Clinic")
+    endpoint = orthanc_endpoint(tenant)
+    found = requests.post(
+        f"{endpoint.http_url}/tools/find",
+        json={"Level": "Study", "Query": {"PatientID": "BENCH-1"}},
+        auth=endpoint.auth,
+        timeout=30,
+    )
+    if not found.json():
+        for dataset in ct_series(
+            patient_id="BENCH-1", patient_name="Bench^Patient", accession_number="BENCH1", slices=4
+        ):
+            requests.post(
+                f"{endpoint.http_url}/instances", data=dataset_bytes(dataset), auth=endpoint.auth, timeout=30
+            ).raise_for_status()
+    _, raw = api_token_create(
+        tenant=tenant, name="bench", scopes=[TokenScope.STUDIES_READ], expires_in=timedelta(hours=1)
+    )
+    platform = requests.Session()
+    platform.headers["Authorization"] = f"Bearer {raw}"
+    direct = requests.Session()
+    direct.auth = endpoint.auth
+    platform_url = f"{settings.READROOM_PUBLIC_URL}/dicomweb/{tenant.slug}/studies"
+    direct_url = f"{endpoint.http_url}/dicom-web/studies"
+    params = {"PatientID": "BENCH-1"}
+    assert platform.get(platform_url, params=params, timeout=30).status_code == 200, (
+        "the web process must be up (make up)"
+    )
+    baseline = _p50_ms(lambda: direct.get(direct_url, params=params, timeout=30).raise_for_status(), ROUNDS)
+    value = _p50_ms(lambda: platform.get(platform_url, params=params, timeout=30).raise_for_status(), ROUNDS)
+    return Result(
+        "qido_studies_p50_ms",
+        round(value, 3),
+        "ms",
+        round(baseline, 3),
+        round(baseline / value, 3),
+        "added p50 <= 15 ms",
+    )
+
+
+def main() -> int:
+    results = [bench_audit_record(), bench_qido()]
+    output = Path(settings.VAR_DIR) / "bench" / "results.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps([asdict(result) for result in results], indent=2) + "\n")
+    print(f"{'name':<24} {'value':>10} {'unit':<5} {'baseline':>10} {'ratio':>7}  target")
+    for r in results:
+        print(f"{r.name:<24} {r.value:>10} {r.unit:<5} {r.baseline:>10} {r.ratio:>7}  {r.target}")
+    print(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
