@@ -85,6 +85,7 @@ def tenant_create(*, slug: str, name: str, actor: Actor | None = None) -> tuple[
                 dicom_ae_title=_unique_ae_title(slug),
                 dicom_port=dicom_port,
                 s3_bucket=bucket_name_for(slug, prefix=settings.READROOM_S3_BUCKET_PREFIX),
+                stable_age_seconds=settings.READROOM_DEFAULT_STABLE_AGE_SECONDS,
             )
             try:
                 tenant.save()

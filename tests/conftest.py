@@ -57,3 +57,109 @@ def unique_slug():
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+def committed(function, *args, **kwargs):
+    """Run on a separate connection that commits, so other processes (gunicorn, workers) see the rows.
+
+    Use for data a live process must read; such rows outlive the test (slugs are unique).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    def run():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LivePlatform:
+    """A real gunicorn serving the test database, for clients in other processes (gateway, browser)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def tenant_with_token(self, *, prefix: str = "live", scopes=("studies:write", "studies:read")):
+        """A committed tenant with a running Orthanc, and the secret of a token with these scopes."""
+        from tenants.services import api_token_create, tenant_create
+
+        def create():
+            tenant, _ = tenant_create(slug=f"{prefix}-{uuid.uuid4().hex[:8]}", name="Live Clinic")
+            _, raw = api_token_create(tenant=tenant, name="live test", scopes=scopes)
+            return tenant, raw
+
+        return committed(create)
+
+
+@pytest.fixture(scope="session")
+def live_platform(django_db_setup, django_db_blocker):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    root = Path(__file__).resolve().parents[1]
+    log_path = Path(settings.VAR_DIR) / "test" / "live-platform.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "saas.config.settings.test",
+        "READROOM_URL": url,
+        "READROOM_TEST_DATABASE": settings.DATABASES["default"]["NAME"],
+    }
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "saas.config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "120",
+            ],
+            cwd=root,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the live platform did not start; see {log_path}")
+            time.sleep(0.3)
+        with django_db_blocker.unblock():
+            yield LivePlatform(url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

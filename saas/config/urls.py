@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from saas.accounts.views import login_view, logout_view
 from saas.audit.apis import AuditEventListApi
-from saas.dicomweb.views import qido_studies
+from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
 from saas.portal.views import home, tenant_switch
 from tenants.apis import ApiTokenViewSet, MeApi
@@ -30,5 +30,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),
-    path("dicomweb/<slug:slug>/studies", qido_studies, name="qido-studies"),
+    path("dicomweb/<slug:slug>/studies", dicomweb_studies, name="dicomweb-studies"),
+    path("dicomweb/<slug:slug>/studies/<str:study_instance_uid>", stow_study, name="stow-study"),
 ]

@@ -48,3 +48,9 @@ def test_production_refuses_to_start_without_its_safeguards(overrides, message):
     result = _start(**overrides)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_passwords_are_hashed_with_argon2_outside_the_test_suite():
+    from saas.config.settings import base
+
+    assert base.PASSWORD_HASHERS[0] == "django.contrib.auth.hashers.Argon2PasswordHasher"

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import environ
 
+from saas.studies.validation import ValidationLimits
+
 BASE_DIR = Path(__file__).resolve().parents[3]
 
 env = environ.Env()
@@ -31,6 +33,7 @@ INSTALLED_APPS = [
     "saas.audit",
     "saas.portal",
     "saas.dicomweb",
+    "saas.studies",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +173,8 @@ READROOM_ORTHANC_DIR = Path(env.str("READROOM_ORTHANC_DIR", default=str(VAR_DIR 
 # Loopback ports handed to tenant Orthancs by the local driver.
 READROOM_ORTHANC_HTTP_PORTS = (20000, 24000)
 READROOM_ORTHANC_DICOM_PORTS = (24000, 28000)
+# Seconds without a new instance before Orthanc reports a study stable (then the platform's own check).
+READROOM_DEFAULT_STABLE_AGE_SECONDS = 5
 READROOM_PUBLIC_URL = env.str("READROOM_URL", default="http://127.0.0.1:8000")
 
 LOGGING = {
@@ -180,3 +185,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"axes": {"level": "WARNING"}},
 }
+
+# Tasks enqueued once per completed study version (tenant_id, study_id, version): AI dispatch,
+# worklist... each domain adds its own here.
+READROOM_STUDY_COMPLETED_TASKS: list[str] = []
+CELERY_BEAT_SCHEDULE = {
+    "studies-sync": {"task": "studies.sync_all", "schedule": 2.0},
+    "studies-archive-sweep": {"task": "studies.archive_sweep", "schedule": 60.0},
+}
+
+# Limits on what clinics may send (per file, per request, per archive); see saas.studies.validation.
+READROOM_VALIDATION_LIMITS = ValidationLimits()

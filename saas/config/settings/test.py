@@ -20,7 +20,8 @@ for _alias in ("default", "owner"):
 
 # Fast hashing keeps the suite quick; production settings keep Argon2 first.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-READROOM_ORTHANC_DIR = VAR_DIR / "test" / "orthanc"
+# Per test database, so two test sessions (READROOM_TEST_DATABASE=...) never stop each other's Orthancs.
+READROOM_ORTHANC_DIR = VAR_DIR / "test" / TEST_DATABASE_NAME / "orthanc"
 READROOM_ORTHANC_HTTP_PORTS = (30000, 32000)
 READROOM_ORTHANC_DICOM_PORTS = (32000, 34000)
 READROOM_S3_BUCKET_PREFIX = "rrtest"
@@ -34,3 +35,4 @@ CELERY_BROKER_URL = urlsplit(REDIS_URL)._replace(path="/" + env.str("READROOM_TE
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+READROOM_DEFAULT_STABLE_AGE_SECONDS = 1

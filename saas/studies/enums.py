@@ -1,0 +1,22 @@
+"""Enumerations of the studies domain."""
+
+from django.db import models
+
+
+class StudyStatus(models.TextChoices):
+    RECEIVING = "receiving", "Receiving"
+    COMPLETE = "complete", "Complete"
+    ARCHIVED = "archived", "Archived"
+
+
+class IngestPath(models.TextChoices):
+    UPLOAD = "upload", "Browser upload"
+    STOW = "stow", "STOW-RS"
+    CSTORE = "cstore", "DICOM C-STORE"
+    GATEWAY = "gateway", "Edge gateway"
+
+
+class UploadStatus(models.TextChoices):
+    OPEN = "open", "Receiving"
+    RECEIVED = "received", "Received"
+    PROCESSED = "processed", "Processed"

@@ -1,0 +1,128 @@
+"""STOW-RS to the index and the archive: stored once, indexed, completed once per version, archived with SHA-256."""
+
+import hashlib
+
+import pytest
+import requests
+
+from saas.audit.enums import AuditEventId
+from saas.audit.models import AuditEvent
+from saas.studies.enums import StudyStatus
+from saas.studies.models import Instance, Study
+from saas.studies.synthetic import ct_series, dataset_bytes
+from tenants.context import tenant_context
+from tenants.enums import TokenScope
+from tenants.orthanc import orthanc_endpoint
+from tenants.provisioning.storage import s3_client
+from tests.factories import api_token
+from tests.studies.conftest import stow
+
+pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
+
+
+def _orthanc_instance_count(tenant) -> int:
+    endpoint = orthanc_endpoint(tenant)
+    return len(requests.get(f"{endpoint.http_url}/instances", auth=endpoint.auth, timeout=10).json())
+
+
+def _ct(slices=3, **kwargs):
+    return ct_series(
+        patient_id="ING-1", patient_name="Synthetic^Ingest", accession_number="ACC-I1", slices=slices, **kwargs
+    )
+
+
+def test_stow_stores_indexes_completes_and_archives_each_instance_once(client, clinic, write_token, pipeline):
+    # given a three-slice CT sent by STOW-RS
+    series = _ct()
+    response = stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in series])
+    # then every instance is acknowledged with a retrieve URL
+    assert response.status_code == 200, response.content
+    referenced = response.json()["00081199"]["Value"]
+    assert sorted(item["00081155"]["Value"][0] for item in referenced) == sorted(ds.SOPInstanceUID for ds in series)
+    assert _orthanc_instance_count(clinic) == 3
+    # when the change feed is followed until Orthanc reports the study stable, and the archive runs
+    pipeline.sync_until_completed(1)
+    assert pipeline.archive_all() == 3
+    # then the index holds one complete, archived study with tags and counts
+    with tenant_context(tenant_ids=[clinic.pk]):
+        study = Study.objects.select_related("patient").get(study_instance_uid=series[0].StudyInstanceUID)
+        instances = list(Instance.objects.select_related("series").filter(study=study))
+    assert (study.status, study.version, study.instance_count, study.series_count) == (StudyStatus.ARCHIVED, 1, 3, 1)
+    assert (study.patient.patient_id, study.accession_number, study.modalities) == ("ING-1", "ACC-I1", ["CT"])
+    # and each instance sits in the tenant's bucket under the contract's key with the indexed SHA-256
+    s3 = s3_client()
+    for instance in instances:
+        uids = (study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid)
+        assert instance.s3_key == "studies/{}/{}/{}.dcm".format(*uids)
+        body = s3.get_object(Bucket=clinic.s3_bucket, Key=instance.s3_key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == instance.sha256 and instance.archived_at is not None
+        assert body[:128] == b"\0" * 128 and body[128:132] == b"DICM"
+    assert pipeline.completed == [(study.pk, 1)]
+
+
+def test_the_same_instance_sent_twice_is_stored_and_indexed_once(client, clinic, write_token, pipeline):
+    series = _ct(slices=2)
+    parts = [dataset_bytes(ds) for ds in series]
+    assert stow(client, clinic.slug, write_token, parts).status_code == 200
+    pipeline.sync()
+    again = stow(client, clinic.slug, write_token, parts)
+    pipeline.sync()
+    assert again.status_code == 200
+    assert _orthanc_instance_count(clinic) == 2
+    with tenant_context(tenant_ids=[clinic.pk]):
+        study = Study.objects.get(study_instance_uid=series[0].StudyInstanceUID)
+        assert (study.instance_count, Instance.objects.filter(study=study).count()) == (2, 2)
+
+
+def test_a_late_instance_reopens_the_study_and_completes_it_as_the_next_version(client, clinic, write_token, pipeline):
+    # given a completed two-slice study
+    series = _ct(slices=3)
+    stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in series[:2]])
+    pipeline.sync_until_completed(1)
+    # when the third slice arrives later
+    stow(client, clinic.slug, write_token, [dataset_bytes(series[2])])
+    pipeline.sync_until_completed(2)
+    # then the same study completes again as version 2 with all three instances
+    with tenant_context(tenant_ids=[clinic.pk]):
+        study = Study.objects.get(study_instance_uid=series[0].StudyInstanceUID)
+    assert Study.objects.dangerously_unscoped().filter(study_instance_uid=series[0].StudyInstanceUID).count() <= 1
+    assert (study.version, study.instance_count) == (2, 3)
+    assert pipeline.completed == [(study.pk, 1), (study.pk, 2)]
+
+
+def test_bad_parts_are_refused_by_name_while_good_ones_are_stored(client, clinic, write_token):
+    # given one valid slice, one text file and one executable polyglot
+    good = dataset_bytes(_ct(slices=1)[0])
+    polyglot = b"MZ" + good[2:]
+    response = stow(client, clinic.slug, write_token, [good, b"hello, not DICOM", polyglot])
+    # then the answer is 202: one stored, two failed with their reasons, and a security alert for the polyglot
+    assert response.status_code == 202
+    failures = response.json()["00081198"]["Value"]
+    comments = [item["00000902"]["Value"][0] for item in failures]
+    assert len(response.json()["00081199"]["Value"]) == 1 and len(failures) == 2
+    assert "not a DICOM file" in comments[0]
+    assert _orthanc_instance_count(clinic) == 1
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert AuditEvent.objects.filter(tenant_id=clinic.pk, event_id=AuditEventId.SECURITY_ALERT).count() == 1
+
+
+def test_nothing_valid_is_a_409_and_nothing_is_stored(client, clinic, write_token):
+    response = stow(client, clinic.slug, write_token, [b"garbage"])
+    assert response.status_code == 409 and _orthanc_instance_count(clinic) == 0
+
+
+def test_a_read_only_token_cannot_store(client, clinic):
+    _, raw = api_token(tenant=clinic, scopes=[TokenScope.STUDIES_READ])
+    response = stow(client, clinic.slug, raw, [dataset_bytes(_ct(slices=1)[0])])
+    assert response.status_code == 403 and "studies:write" in response.json()["detail"]
+    assert _orthanc_instance_count(clinic) == 0
+
+
+def test_a_body_that_is_not_multipart_related_is_refused_with_the_reason(client, clinic, write_token):
+    response = client.post(
+        f"/dicomweb/{clinic.slug}/studies",
+        data=b"{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {write_token}",
+    )
+    assert response.status_code == 415 and "multipart/related" in response.json()["detail"]
