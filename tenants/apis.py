@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants.enums import TokenScope
-from tenants.models import ApiToken
+from tenants.models import ApiToken, Modality
 from tenants.permissions import IsClinicAdmin
-from tenants.services import api_token_create, api_token_revoke
+from tenants.services import api_token_create, api_token_revoke, modality_register, modality_remove
 from tenants.viewsets import TenantScopedViewSet
 
 
@@ -105,4 +105,39 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     @extend_schema(request=None, responses={204: None})
     def destroy(self, request, pk=None):
         api_token_revoke(token=self.get_object(), actor=request.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModalitySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Modality
+        fields = ["id", "name", "ae_title", "host", "port", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class ModalityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Devices allowed to send to the active clinic's AE title by C-STORE."""
+
+    model = Modality
+    serializer_class = ModalitySerializer
+    permission_classes = [IsClinicAdmin]
+
+    def filter_rows(self, rows):
+        return rows.filter(tenant_id=self.request.actor.active_tenant.pk)
+
+    @extend_schema(request=ModalitySerializer, responses={201: ModalitySerializer})
+    def create(self, request):
+        payload = ModalitySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            modality = modality_register(
+                tenant=request.actor.active_tenant, actor=request.actor, **payload.validated_data
+            )
+        except DjangoValidationError as error:
+            raise ValidationError(error.message_dict) from error
+        return Response(ModalitySerializer(modality).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        modality_remove(modality=self.get_object(), actor=request.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)

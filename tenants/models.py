@@ -108,3 +108,23 @@ class ApiToken(TenantScopedModel):
 
     def is_usable_at(self, moment) -> bool:
         return self.revoked_at is None and moment < self.expires_at
+
+
+class Modality(TenantScopedModel):
+    """A clinic device allowed to send to the tenant's AE title by C-STORE (calling AE title checked)."""
+
+    name = models.SlugField(max_length=40)
+    ae_title = models.CharField(max_length=16)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=104)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantScopedModel.Meta):
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="modality_name_per_tenant"),
+            models.UniqueConstraint(fields=["tenant", "ae_title"], name="modality_ae_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"modality {self.name}"

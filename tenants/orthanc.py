@@ -6,7 +6,8 @@ from functools import cache
 
 from django.conf import settings
 
-from tenants.models import Tenant
+from tenants.context import tenant_context
+from tenants.models import Modality, Tenant
 from tenants.provisioning.base import OrthancDriver, OrthancEndpoint, OrthancSpec
 
 
@@ -20,6 +21,11 @@ def orthanc_driver() -> OrthancDriver:
 
 
 def orthanc_spec(tenant: Tenant) -> OrthancSpec:
+    with tenant_context(tenant_ids=[tenant.pk]):
+        modalities = {
+            modality.name: (modality.ae_title, modality.host, modality.port)
+            for modality in Modality.objects.filter(tenant_id=tenant.pk)
+        }
     return OrthancSpec(
         slug=tenant.slug,
         http_port=tenant.orthanc_http_port,
@@ -29,6 +35,7 @@ def orthanc_spec(tenant: Tenant) -> OrthancSpec:
         password=tenant.orthanc_password,
         stable_age_seconds=tenant.stable_age_seconds,
         accept_unknown_modalities=tenant.accept_unknown_modalities,
+        known_modalities=modalities,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from saas.audit.services import audit_record
 from tenants.actors import Actor
 from tenants.context import tenant_context
 from tenants.enums import MEMBERSHIP_ROLES, Role, TenantStatus, TokenScope
-from tenants.models import ApiToken, Membership, RadiologistCredential, Tenant, slug_validator
+from tenants.models import ApiToken, Membership, Modality, RadiologistCredential, Tenant, slug_validator
 from tenants.orthanc import orthanc_driver, orthanc_spec
 from tenants.provisioning.base import free_port
 from tenants.provisioning.storage import bucket_ensure, bucket_name_for
@@ -251,3 +252,50 @@ def api_token_touch(*, token: ApiToken) -> None:
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         with tenant_context(tenant_ids=[token.tenant_id]):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+
+
+_AE_TITLE_RE = re.compile(r"^[A-Za-z0-9_\-. ]{1,16}$")
+
+
+def modality_register(*, tenant: Tenant, name: str, ae_title: str, host: str, port: int, actor: Actor) -> Modality:
+    """Allow a clinic device to send by C-STORE; the tenant's Orthanc picks the change up at once."""
+    errors = {}
+    if not _AE_TITLE_RE.fullmatch(ae_title) or not ae_title.strip():
+        errors["ae_title"] = ["An AE title is 1-16 letters, digits, spaces or _-. characters."]
+    if not 1 <= port <= 65535:
+        errors["port"] = ["A port is between 1 and 65535."]
+    if not host.strip():
+        errors["host"] = ["Give the device's host name or address."]
+    if errors:
+        raise ValidationError(errors)
+    with tenant_context(tenant_ids=[tenant.pk]):
+        if Modality.objects.filter(tenant=tenant, ae_title=ae_title.strip()).exists():
+            raise ValidationError({"ae_title": [f"The AE title {ae_title.strip()} is already registered here."]})
+        if Modality.objects.filter(tenant=tenant, name=name).exists():
+            raise ValidationError({"name": [f"A modality named {name} already exists."]})
+        modality = Modality.objects.create(
+            tenant=tenant, name=name, ae_title=ae_title.strip(), host=host.strip(), port=port
+        )
+    tenant_provision(tenant=tenant)
+    audit_record(
+        event_id=AuditEventId.APPLICATION_ACTIVITY,
+        action=AuditAction.CREATE,
+        tenant_id=tenant.pk,
+        actor=actor,
+        detail={"operation": "modality_register", "modality_id": modality.pk, "ae_title": modality.ae_title},
+    )
+    return modality
+
+
+def modality_remove(*, modality: Modality, actor: Actor) -> None:
+    tenant = modality.tenant
+    with tenant_context(tenant_ids=[tenant.pk]):
+        Modality.objects.filter(pk=modality.pk).delete()
+    tenant_provision(tenant=tenant)
+    audit_record(
+        event_id=AuditEventId.APPLICATION_ACTIVITY,
+        action=AuditAction.DELETE,
+        tenant_id=tenant.pk,
+        actor=actor,
+        detail={"operation": "modality_remove", "modality_id": modality.pk, "ae_title": modality.ae_title},
+    )

@@ -150,7 +150,8 @@ def live_platform(django_db_setup, django_db_blocker):
             try:
                 if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
+                # Not up yet (refused, or too slow to answer on a busy machine).
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the live platform did not start; see {log_path}")

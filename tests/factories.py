@@ -50,3 +50,19 @@ def api_token(
     *, tenant: Tenant, scopes=(TokenScope.STUDIES_READ,), expires_in=timedelta(days=1)
 ) -> tuple[ApiToken, str]:
     return api_token_create(tenant=tenant, name="test", scopes=scopes, expires_in=expires_in)
+
+
+def study_row(*, tenant: Tenant, patient_id: str, patient_name: str, study_date: str = "20260101", **fields):
+    """An index row as the sync would write it (no Orthanc needed), for list and search tests."""
+    from pydicom.uid import generate_uid
+
+    from saas.studies.models import Patient, Study
+    from tenants.context import tenant_context
+
+    with tenant_context(tenant_ids=[tenant.pk]):
+        patient, _ = Patient.objects.get_or_create(
+            tenant=tenant, patient_id=patient_id, defaults={"patient_name": patient_name}
+        )
+        return Study.objects.create(
+            tenant=tenant, patient=patient, study_instance_uid=generate_uid(), study_date=study_date, **fields
+        )

@@ -8,11 +8,14 @@ from saas.accounts.views import login_view, logout_view
 from saas.audit.apis import AuditEventListApi
 from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
-from saas.portal.views import home, tenant_switch
-from tenants.apis import ApiTokenViewSet, MeApi
+from saas.portal.views import home, study_list, tenant_switch
+from saas.studies.upload_apis import UploadBatchViewSet, UploadFileViewSet
+from saas.studies.views import upload_page
+from tenants.apis import ApiTokenViewSet, MeApi, ModalityViewSet
 
 router = SimpleRouter()
 router.register("api-tokens", ApiTokenViewSet, basename="api-token")
+router.register("modalities", ModalityViewSet, basename="modality")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),
@@ -20,6 +23,14 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     *router.urls,
+    path("uploads/", UploadBatchViewSet.as_view({"post": "create"}), name="upload-batches"),
+    path("uploads/<uuid:batch_id>/files/", UploadBatchViewSet.as_view({"post": "add_file"}), name="upload-files"),
+    path(
+        "uploads/<uuid:batch_id>/files/<uuid:file_id>",
+        UploadFileViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="upload-file",
+    ),
+    path("uploads/<uuid:batch_id>/finish", UploadBatchViewSet.as_view({"post": "finish"}), name="upload-finish"),
 ]
 
 urlpatterns = [
@@ -27,6 +38,8 @@ urlpatterns = [
     path("login/", login_view, name="login"),
     path("logout/", logout_view, name="logout"),
     path("tenants/switch/", tenant_switch, name="tenant-switch"),
+    path("upload/", upload_page, name="upload"),
+    path("studies/", study_list, name="study-list"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import requests
 from pydicom.uid import generate_uid
 
+from saas.studies.enums import IngestPath
+from saas.studies.ingest import IngestBatch
+from saas.studies.models import Study
 from saas.studies.synthetic import cr_image, ct_series, dataset_bytes
+from tenants.context import tenant_context
 from tenants.enums import Role
 from tenants.models import Tenant
 from tenants.orthanc import orthanc_endpoint
@@ -60,21 +64,21 @@ def _demo_studies(slug: str) -> list[list]:
 
 
 def _upload_missing(tenant: Tenant, studies: list[list]) -> int:
+    """Send the demo studies through the same validation and audit as any upload, once."""
     endpoint = orthanc_endpoint(tenant)
-    uploaded = 0
+    batch = IngestBatch(tenant=tenant, actor=None, path=IngestPath.UPLOAD)
     for datasets in studies:
         study_uid = datasets[0].StudyInstanceUID
+        with tenant_context(tenant_ids=[tenant.pk]):
+            indexed = Study.objects.filter(tenant=tenant, study_instance_uid=study_uid).exists()
         found = requests.post(f"{endpoint.http_url}/tools/lookup", data=study_uid, auth=endpoint.auth, timeout=30)
         found.raise_for_status()
-        if found.json():
+        if indexed or found.json():
             continue
-        for dataset in datasets:
-            response = requests.post(
-                f"{endpoint.http_url}/instances", data=dataset_bytes(dataset), auth=endpoint.auth, timeout=60
-            )
-            response.raise_for_status()
-            uploaded += 1
-    return uploaded
+        for number, dataset in enumerate(datasets):
+            batch.add_bytes(f"demo/{study_uid}/{number}.dcm", dataset_bytes(dataset))
+    batch.finish()
+    return len(batch.stored)
 
 
 def demo_seed() -> tuple[list[DemoLogin], int]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
+
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from saas.audit.enums import AuditAction, AuditEventId
+from saas.audit.services import audit_record
+from saas.studies.enums import StudyStatus
+from saas.studies.selectors import StudySearch, studies_search, study_status_counts
 from tenants.middleware import ACTIVE_TENANT_SESSION_KEY
 
 
@@ -36,3 +45,71 @@ def tenant_switch(request):
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = "/"
     return redirect(next_url)
+
+
+STUDIES_PER_PAGE = 25
+
+
+def _date(value: str, field: str, errors: dict) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors[field] = "Use a date like 2026-01-31."
+        return None
+
+
+@login_required
+def study_list(request):
+    """The clinic's studies (a radiologist: every clinic they are credentialed for), searchable."""
+    actor = request.actor
+    visible_tenants = frozenset(
+        tenant_id for tenant_id in actor.context_tenant_ids if actor.may_see_patient_data(tenant_id)
+    )
+    if not visible_tenants:
+        raise PermissionDenied("Your role gives no access to patient data.")
+    errors: dict[str, str] = {}
+    status = request.GET.get("status", "")
+    if status and status not in StudyStatus.values:
+        errors["status"] = f"Unknown status; choose one of {', '.join(StudyStatus.values)}."
+        status = ""
+    search = StudySearch(
+        text=request.GET.get("q", "").strip()[:100],
+        accession_number=request.GET.get("accession", "").strip()[:64],
+        date_from=_date(request.GET.get("from", ""), "from", errors),
+        date_to=_date(request.GET.get("to", ""), "to", errors),
+        status=status,
+        tenant_ids=visible_tenants,
+    )
+    page = Paginator(studies_search(search=search), STUDIES_PER_PAGE).get_page(request.GET.get("page"))
+    counts = study_status_counts(rows=studies_search(search=replace(search, status="")))
+    studies = list(page.object_list)
+    for tenant_id in {study.tenant_id for study in studies}:
+        shown = [study for study in studies if study.tenant_id == tenant_id]
+        audit_record(
+            event_id=AuditEventId.QUERY,
+            action=AuditAction.EXECUTE,
+            tenant_id=tenant_id,
+            actor=actor,
+            patient_ids={study.patient.patient_id for study in shown},
+            study_instance_uids={study.study_instance_uid for study in shown},
+            detail={"page": "study_list", "rows": len(shown)},
+        )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "portal/studies.html",
+        {
+            "page": page,
+            "studies": studies,
+            "counts": counts,
+            "search": search,
+            "errors": errors,
+            "statuses": StudyStatus.choices,
+            "query": query.urlencode(),
+            "show_clinic": len(visible_tenants) > 1,
+        },
+        status=400 if errors else 200,
+    )

@@ -43,7 +43,8 @@ class ItemOutcome:
 @dataclass
 class IngestBatch:
     tenant: Tenant
-    actor: Actor
+    # None when the platform itself ingests (demo seed); audited as the system.
+    actor: Actor | None
     path: IngestPath
     limits: ValidationLimits = field(default_factory=ValidationLimits)
     outcomes: list[ItemOutcome] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import httpx
@@ -15,13 +16,14 @@ class OrthancError(RuntimeError):
     """The tenant's Orthanc refused or did not answer; transient unless the message says otherwise."""
 
 
-_clients: dict[tuple[int, str, str], pyorthanc.Orthanc] = {}
+# Keyed by process too: pooled connections must not cross a fork (Celery prefork workers).
+_clients: dict[tuple[int, int, str, str], pyorthanc.Orthanc] = {}
 _lock = threading.Lock()
 
 
 def orthanc_client(tenant: Tenant) -> pyorthanc.Orthanc:
     endpoint = orthanc_endpoint(tenant)
-    key = (tenant.pk, endpoint.http_url, endpoint.password)
+    key = (os.getpid(), tenant.pk, endpoint.http_url, endpoint.password)
     with _lock:
         client = _clients.get(key)
         if client is None:

@@ -21,7 +21,7 @@ from saas.studies.models import Instance, Patient, Series, Study, StudyCompletio
 from saas.studies.orthanc import OrthancError, orthanc_client
 from saas.studies.validation import SOP_CLASS_ALLOWLIST
 from tenants.models import Tenant
-from tenants.provisioning.storage import s3_client
+from tenants.provisioning.storage import shared_s3_client as s3_client
 
 logger = logging.getLogger(__name__)
 

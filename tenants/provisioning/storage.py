@@ -100,3 +100,18 @@ def s3_ping(timeout: float = 2.0) -> str | None:
     except BotoCoreError as error:
         return f"S3 unreachable at {_endpoint_url() or 'AWS'}: {error}"
     return None
+
+
+_shared: dict[int, BaseClient] = {}
+
+
+def shared_s3_client() -> BaseClient:
+    """One client per process: creating a boto3 client costs far more than an upload of a small object.
+
+    Clients are thread-safe but must not cross a fork (Celery prefork workers), hence the pid key.
+    """
+    pid = os.getpid()
+    client = _shared.get(pid)
+    if client is None:
+        client = _shared[pid] = s3_client()
+    return client

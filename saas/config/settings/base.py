@@ -183,7 +183,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    # httpx logs every request at INFO: one line per Orthanc call drowns what matters.
+    "loggers": {"axes": {"level": "WARNING"}, "httpx": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
 }
 
 # Tasks enqueued once per completed study version (tenant_id, study_id, version): AI dispatch,
@@ -196,3 +197,6 @@ CELERY_BEAT_SCHEDULE = {
 
 # Limits on what clinics may send (per file, per request, per archive); see saas.studies.validation.
 READROOM_VALIDATION_LIMITS = ValidationLimits()
+
+# Browser uploads land here chunk by chunk (<tenant_id>/<file_id>.part) until the batch is finished.
+READROOM_UPLOAD_DIR = Path(env.str("READROOM_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))

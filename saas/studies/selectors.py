@@ -1,0 +1,51 @@
+"""Reads of the study index, always within the caller's tenant context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from django.db.models import Count, Q, QuerySet
+
+from saas.studies.enums import StudyStatus
+from saas.studies.models import Study
+
+
+@dataclass(frozen=True)
+class StudySearch:
+    text: str = ""  # patient name or patient id
+    accession_number: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    status: str = ""
+    tenant_ids: frozenset[int] | None = None
+
+
+def studies_search(*, search: StudySearch) -> QuerySet[Study]:
+    """Studies of the context's clinics, newest first, narrowed by the search."""
+    rows = Study.objects.select_related("patient", "tenant")
+    if search.tenant_ids is not None:
+        rows = rows.filter(tenant_id__in=search.tenant_ids)
+    if search.text:
+        rows = rows.filter(
+            Q(patient__patient_name__icontains=search.text.replace(" ", "^"))
+            | Q(patient__patient_name__icontains=search.text)
+            | Q(patient__patient_id__iexact=search.text)
+        )
+    if search.accession_number:
+        rows = rows.filter(accession_number__iexact=search.accession_number)
+    # StudyDate is DICOM DA (YYYYMMDD), so string comparison orders it correctly.
+    if search.date_from:
+        rows = rows.filter(study_date__gte=search.date_from.strftime("%Y%m%d"))
+    if search.date_to:
+        rows = rows.filter(study_date__lte=search.date_to.strftime("%Y%m%d"))
+    if search.status:
+        rows = rows.filter(status=search.status)
+    return rows.order_by("-study_date", "-study_time", "-pk")
+
+
+def study_status_counts(*, rows: QuerySet[Study]) -> dict[str, int]:
+    counts = {status.value: 0 for status in StudyStatus}
+    for row in rows.order_by().values("status").annotate(total=Count("pk")):
+        counts[row["status"]] = row["total"]
+    return counts
