@@ -30,7 +30,8 @@ STUDY_UID_MISMATCH = 0xC122
 _FAILURE_BY_KIND = {
     RefusalKind.SOP_CLASS_NOT_ALLOWED: SOP_CLASS_NOT_SUPPORTED,
     RefusalKind.PIXEL_MISMATCH: DATASET_DOES_NOT_MATCH,
-    RefusalKind.TOO_LARGE: OUT_OF_RESOURCES,
+    # Over our size limit is permanent for that file: 0xA700 would tell senders to retry forever.
+    RefusalKind.TOO_LARGE: CANNOT_UNDERSTAND,
 }
 
 
@@ -112,7 +113,7 @@ def stow(request, *, slug: str, study_instance_uid: str | None = None) -> JsonRe
             with part.body:
                 batch.add_bytes(name, part.read(), study_instance_uid=study_instance_uid)
     except PartTooLarge as error:
-        failed.append(_failed("", "", OUT_OF_RESOURCES, str(error)))
+        failed.append(_failed("", "", CANNOT_UNDERSTAND, str(error)))
     except MultipartError as error:
         if not batch.outcomes:
             raise ParseError(f"Malformed multipart/related body: {error}") from error
