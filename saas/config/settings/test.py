@@ -1,5 +1,6 @@
 """Settings for the test suite: the local stack's services, a separate database and var dir."""
 
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,8 +23,11 @@ for _alias in ("default", "owner"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Per test database, so two test sessions (READROOM_TEST_DATABASE=...) never stop each other's Orthancs.
 READROOM_ORTHANC_DIR = VAR_DIR / "test" / TEST_DATABASE_NAME / "orthanc"
-READROOM_ORTHANC_HTTP_PORTS = (30000, 32000)
-READROOM_ORTHANC_DICOM_PORTS = (32000, 34000)
+# A port window per test database too: concurrent sessions would otherwise hand out the same
+# free port to two Orthancs between allocation and start. All below the ephemeral range (32768+).
+_PORT_WINDOW = 28000 + (zlib.crc32(TEST_DATABASE_NAME.encode()) % 10) * 400
+READROOM_ORTHANC_HTTP_PORTS = (_PORT_WINDOW, _PORT_WINDOW + 200)
+READROOM_ORTHANC_DICOM_PORTS = (_PORT_WINDOW + 200, _PORT_WINDOW + 400)
 READROOM_S3_BUCKET_PREFIX = "rrtest"
 CELERY_TASK_ALWAYS_EAGER = False
 AXES_FAILURE_LIMIT = 5
