@@ -23,6 +23,10 @@ class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Django's related managers (study.series.all()) subclass the default manager and narrow
+        # super().get_queryset() by the relation: they keep the scoping, so they are let through.
+        if cls.__module__ == "django.db.models.fields.related_descriptors":
+            return
         if "get_queryset" in cls.__dict__:
             raise TypeError(
                 f"{cls.__name__} overrides get_queryset(): tenant scoping cannot be replaced; "

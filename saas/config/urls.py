@@ -45,4 +45,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("dicomweb/<slug:slug>/studies", dicomweb_studies, name="dicomweb-studies"),
     path("dicomweb/<slug:slug>/studies/<str:study_instance_uid>", stow_study, name="stow-study"),
+    path("dicomweb/<slug:slug>/", include("saas.dicomweb.urls")),
 ]

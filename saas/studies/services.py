@@ -76,6 +76,7 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
         # Deleted again before we got to it (eviction, refusal): nothing to index.
         return None
     tags = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/simplified-tags") or {}
+    header = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/header?simplify") or {}
     sop_class_uid = _text(tags, "SOPClassUID", 64)
     if sop_class_uid not in SOP_CLASS_ALLOWLIST:
         _refuse_stored_instance(tenant=tenant, orthanc_instance_id=orthanc_instance_id, sop_class_uid=sop_class_uid)
@@ -139,6 +140,7 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
         sop_instance_uid=sop_instance_uid,
         sop_class_uid=sop_class_uid,
         instance_number=_int(tags, "InstanceNumber"),
+        transfer_syntax_uid=_text(header, "TransferSyntaxUID", 64),
         size_bytes=int(summary.get("FileSize") or 0),
         orthanc_instance_id=orthanc_instance_id,
         received_at=now,
@@ -321,6 +323,8 @@ def study_evict(*, tenant: Tenant, study: Study) -> bool:
 
 def study_rehydrate(*, tenant: Tenant, study: Study) -> int:
     """Bring an evicted study back from S3 into the tenant's Orthanc, checking every hash."""
+    # The row lock makes concurrent readers of an evicted study wait for one restore.
+    study = Study.objects.select_for_update().get(pk=study.pk)
     if study.evicted_at is None:
         return 0
     client = s3_client()

@@ -10,6 +10,7 @@ from tenants.context import tenant_context
 from tenants.enums import Role, TokenScope
 from tenants.orthanc import orthanc_endpoint
 from tenants.services import tenant_create
+from tests.dicomweb.conftest import index_orthanc
 from tests.factories import api_token, person, tenant_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
@@ -25,6 +26,8 @@ def clinic_with_study(unique_slug):
             f"{endpoint.http_url}/instances", data=dataset_bytes(dataset), auth=endpoint.auth, timeout=30
         )
         response.raise_for_status()
+    # QIDO-RS answers from the index, which the change-feed sync fills.
+    index_orthanc(tenant)
     return tenant, series[0].StudyInstanceUID
 
 

@@ -200,3 +200,19 @@ READROOM_VALIDATION_LIMITS = ValidationLimits()
 
 # Browser uploads land here chunk by chunk (<tenant_id>/<file_id>.part) until the batch is finished.
 READROOM_UPLOAD_DIR = Path(env.str("READROOM_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+
+# DICOMweb (/dicomweb/<slug>/): QIDO-RS pages, and the browser cache lifetime of immutable bytes
+# (frames, instances, rendered images: a SOP Instance UID never changes content here).
+READROOM_DICOMWEB_MAX_LIMIT = 1000
+READROOM_DICOMWEB_FRAME_MAX_AGE = env.int("READROOM_DICOMWEB_FRAME_MAX_AGE", default=3600)
+# Production: nginx serves the bytes after Django authorised and audited (X-Accel-Redirect to
+# "<this prefix>/<slug>/dicom-web/..."), for requests nginx forwarded with the header
+# X-Readroom-Accel: <secret>; otherwise Django streams them itself. See README.
+READROOM_DICOMWEB_ACCEL_REDIRECT = env.str("READROOM_DICOMWEB_ACCEL_REDIRECT", default="")
+READROOM_DICOMWEB_ACCEL_SECRET = env.str("READROOM_DICOMWEB_ACCEL_SECRET", default="")
+# Audit of DICOMweb reads is counted in Redis per (actor, study, event, window) and flushed by beat.
+READROOM_AUDIT_REDIS_URL = env.str("READROOM_AUDIT_REDIS_URL", default=REDIS_URL)
+READROOM_AUDIT_REDIS_PREFIX = env.str("READROOM_AUDIT_REDIS_PREFIX", default="readroom:audit")
+READROOM_AUDIT_WINDOW_SECONDS = env.int("READROOM_AUDIT_WINDOW_SECONDS", default=60)
+READROOM_AUDIT_FLUSH_AT_EXIT = True
+CELERY_BEAT_SCHEDULE["audit-flush-aggregates"] = {"task": "audit.flush_aggregates", "schedule": 15.0}

@@ -34,6 +34,8 @@ AXES_FAILURE_LIMIT = 5
 
 # A separate Redis database, so a development worker never takes the tests' tasks.
 CELERY_BROKER_URL = urlsplit(REDIS_URL)._replace(path="/" + env.str("READROOM_TEST_REDIS_DB", default="15")).geturl()  # noqa: F405
+# DICOMweb audit counts follow the test broker database, away from a development stack.
+READROOM_AUDIT_REDIS_URL = CELERY_BROKER_URL
 
 # Static files straight from the source folders; production serves the collectstatic output.
 STATIC_ROOT = None
