@@ -17,6 +17,9 @@ class TenantTask(Task):
     """
 
     abstract = True
+    # False for long tasks that commit in steps: the body then opens its own tenant_context per
+    # step (the tenant id is still required and checked).
+    atomic = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tenant_id = kwargs.get("tenant_id")
@@ -24,5 +27,7 @@ class TenantTask(Task):
             raise TenantContextMissing(
                 f"Task {self.name} touches tenant data but was sent without an integer tenant_id= (got {tenant_id!r})."
             )
+        if not self.atomic:
+            return super().__call__(*args, **kwargs)
         with tenant_context(tenant_ids=[tenant_id]):
             return super().__call__(*args, **kwargs)

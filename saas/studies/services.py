@@ -20,6 +20,7 @@ from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Patient, Series, Study, StudyCompletion, SyncCursor
 from saas.studies.orthanc import OrthancError, orthanc_client
 from saas.studies.validation import SOP_CLASS_ALLOWLIST
+from tenants.context import tenant_context
 from tenants.models import Tenant
 from tenants.provisioning.storage import shared_s3_client as s3_client
 
@@ -223,7 +224,8 @@ def orthanc_sync(*, tenant: Tenant, on_archive, on_completed, max_batches: int =
     totals = {"changes": 0, "indexed": 0, "completed": 0}
     done = False
     for _ in range(max_batches):
-        with transaction.atomic():
+        # One transaction per batch: a failure on batch N keeps batches 1..N-1 committed.
+        with tenant_context(tenant_ids=[tenant.pk]):
             SyncCursor.objects.get_or_create(tenant=tenant)
             cursor = SyncCursor.objects.select_for_update(skip_locked=True).filter(tenant=tenant).first()
             if cursor is None:

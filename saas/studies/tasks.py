@@ -37,6 +37,7 @@ def sync_all() -> None:
 @app.task(
     base=TenantTask,
     name="studies.sync_tenant",
+    atomic=False,
     ignore_result=True,
     autoretry_for=(OrthancError,),
     retry_backoff=2,
