@@ -19,7 +19,7 @@ from saas.audit.services import audit_record
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Patient, Series, Study, StudyCompletion, SyncCursor
 from saas.studies.orthanc import OrthancError, orthanc_client
-from saas.studies.validation import SOP_CLASS_ALLOWLIST
+from saas.studies.validation import SOP_CLASS_ALLOWLIST, Refusal, validate_instance
 from tenants.context import tenant_context
 from tenants.models import Tenant
 from tenants.provisioning.storage import shared_s3_client as s3_client
@@ -80,7 +80,18 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
     header = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/header?simplify") or {}
     sop_class_uid = _text(tags, "SOPClassUID", 64)
     if sop_class_uid not in SOP_CLASS_ALLOWLIST:
-        _refuse_stored_instance(tenant=tenant, orthanc_instance_id=orthanc_instance_id, sop_class_uid=sop_class_uid)
+        _refuse_stored_instance(
+            tenant=tenant,
+            orthanc_instance_id=orthanc_instance_id,
+            sop_class_uid=sop_class_uid,
+            reason="SOP class not accepted",
+        )
+        return None
+    refusal = _validate_dicom_protocol_arrival(tenant=tenant, orthanc_instance_id=orthanc_instance_id)
+    if refusal is not None:
+        _refuse_stored_instance(
+            tenant=tenant, orthanc_instance_id=orthanc_instance_id, sop_class_uid=sop_class_uid, reason=refusal
+        )
         return None
     now = timezone.now()
     sop_instance_uid = _text(tags, "SOPInstanceUID", 64)
@@ -161,7 +172,27 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
     return instance
 
 
-def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_class_uid: str) -> None:
+def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str) -> str | None:
+    """C-STORE reaches Orthanc before any platform check, so its instances are validated here.
+
+    Every other path validated the bytes before storing them (Orthanc marks those RestApi).
+    """
+    try:
+        origin = orthanc_client(tenant).get(f"/instances/{orthanc_instance_id}/metadata/Origin")
+    except httpx.HTTPError as error:
+        raise OrthancError(f"Orthanc did not answer: {error.__class__.__name__}") from error
+    if origin.status_code != 200 or origin.text.strip() != "DicomProtocol":
+        return None
+    try:
+        response = orthanc_client(tenant).get(f"/instances/{orthanc_instance_id}/file")
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise OrthancError(f"Orthanc did not return instance {orthanc_instance_id}: {error}") from error
+    result = validate_instance(f"C-STORE {orthanc_instance_id}", response.content)
+    return result.reason if isinstance(result, Refusal) else None
+
+
+def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_class_uid: str, reason: str) -> None:
     """An instance that reached Orthanc over C-STORE but is not accepted here is removed again."""
     try:
         orthanc_client(tenant).delete(f"/instances/{orthanc_instance_id}").raise_for_status()
@@ -172,7 +203,7 @@ def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_cla
         action=AuditAction.DELETE,
         outcome=AuditOutcome.MINOR_FAILURE,
         tenant_id=tenant.pk,
-        detail={"reason": "SOP class not accepted", "sop_class_uid": sop_class_uid, "orthanc_id": orthanc_instance_id},
+        detail={"reason": reason[:200], "sop_class_uid": sop_class_uid, "orthanc_id": orthanc_instance_id},
     )
 
 

@@ -86,3 +86,23 @@ def test_a_class_the_platform_refuses_is_removed_again_on_sync(client, clinic, p
 def test_an_invalid_ae_title_is_refused_by_name(client, clinic):
     response = _register(client, clinic, "BAD\\AE")
     assert response.status_code == 400 and "AE title" in json.dumps(response.json())
+
+
+def test_an_instance_with_inconsistent_pixel_data_sent_by_c_store_is_removed_on_sync(
+    client, clinic, pipeline, tmp_path
+):
+    # given a registered device that sends a slice whose pixel data is shorter than Rows x Columns says
+    assert _register(client, clinic, "CT_ROOM_2").status_code == 201
+    broken = ct_series(patient_id="CS-2", patient_name="Synthetic^Broken", accession_number="ACC-C2", slices=1)[0]
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 2]
+    path = tmp_path / "broken.dcm"
+    broken.save_as(path, enforce_file_format=True)
+    assert _storescu(clinic, "CT_ROOM_2", [path]).returncode == 0
+    # when the change feed is indexed, then it is removed from Orthanc, never indexed, and audited with the reason
+    pipeline.sync()
+    endpoint = orthanc_endpoint(clinic)
+    assert requests.get(f"{endpoint.http_url}/instances", auth=endpoint.auth, timeout=10).json() == []
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert not Study.objects.filter(study_instance_uid=broken.StudyInstanceUID).exists()
+        removal = AuditEvent.objects.get(tenant_id=clinic.pk, event_id=AuditEventId.STUDY_DELETED)
+    assert "pixel" in removal.detail["reason"].lower()
