@@ -726,6 +726,15 @@ def health_ok() -> bool:
         return False
 
 
+def source_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for folder in ("saas", "tenants", "inference_workers"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
+    return digest.hexdigest()
+
+
 def django_up(state: dict, local_env: dict[str, str], env_hash: str, web: bool) -> None:
     if not (ROOT / "manage.py").exists():
         note("manage.py does not exist yet; skipping migrations, tenants and web")
@@ -749,6 +758,7 @@ def django_up(state: dict, local_env: dict[str, str], env_hash: str, web: bool) 
         ],
         WORKER_SERVICE: [
             str(VENV_BIN / "celery"), "-A", "saas.config", "worker", "-l", "info", "--concurrency", "2",
+            "-Q", "django,sync",
         ],
         BEAT_SERVICE: [
             str(VENV_BIN / "celery"), "-A", "saas.config", "beat", "-l", "info",
@@ -826,7 +836,9 @@ def cmd_up(args: argparse.Namespace) -> None:
         write_env_file(
             LOCAL_ENV, local_env, "Written by scripts/stack.py up; load with: set -a; . var/local.env; set +a"
         )
-        env_hash = hashlib.sha256(LOCAL_ENV.read_bytes()).hexdigest()
+        # The source fingerprint restarts web and workers after a code change: long-lived
+        # processes would otherwise keep serving the code they started with.
+        env_hash = hashlib.sha256(LOCAL_ENV.read_bytes() + source_fingerprint().encode()).hexdigest()
 
         django_up(state, local_env, env_hash, web=not args.no_web)
         save_state(state)

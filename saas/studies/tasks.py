@@ -15,7 +15,8 @@ from tenants.selectors import tenants_active
 from tenants.tasks import TenantTask
 
 # Instances not archived this long after arrival are picked up again by the sweeper (S3 outage,
-# a lost task): archiving is idempotent, so a duplicate run costs a re-upload at most.
+# a lost task): archiving is idempotent, so a duplicate run costs a re-upload at most (a backlog
+# older than this is queued twice; cheap next to losing a killed worker's task for an hour).
 ARCHIVE_SWEEP_AGE = timedelta(seconds=30)
 
 

@@ -369,7 +369,7 @@ def faults_platform(django_db_setup, django_db_blocker):
             "--concurrency",
             "2",
             "-Q",
-            "django",
+            "django,sync",
             "-n",
             f"faults-{database}@%h",
             # Nothing to synchronise with: this is the only worker on its broker database.

@@ -190,6 +190,9 @@ LOGGING = {
 # Tasks enqueued once per completed study version (tenant_id, study_id, version): AI dispatch,
 # worklist... each domain adds its own here.
 READROOM_STUDY_COMPLETED_TASKS: list[str] = []
+# Following the change feed has its own queue, so indexing and completion never wait behind a
+# backlog of archive uploads; workers consume both ("-Q django,sync").
+CELERY_TASK_ROUTES = {"studies.sync_all": {"queue": "sync"}, "studies.sync_tenant": {"queue": "sync"}}
 CELERY_BEAT_SCHEDULE = {
     "studies-sync": {"task": "studies.sync_all", "schedule": 2.0},
     "studies-archive-sweep": {"task": "studies.archive_sweep", "schedule": 60.0},
