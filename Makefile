@@ -9,15 +9,29 @@ STACK := $(PY) scripts/stack.py
 # the caller may have exported for `stack.py up`.
 LOAD_ENV := set -a; . var/local.env; set +a
 
-.PHONY: help bootstrap up down status demo test lint bench
+.PHONY: help bootstrap frontend frontend-check up down status demo test lint bench
 
 help:
-	@echo "make bootstrap|up|down|status|demo|test|lint|bench  (PYTEST_ARGS=... for test)"
+	@echo "make bootstrap|frontend|frontend-check|up|down|status|demo|test|lint|bench  (PYTEST_ARGS=... for test)"
 
 bootstrap:
 	scripts/bootstrap.sh
 
-up: bootstrap
+# The browser viewer (frontend/): bootstrap has run `npm ci` from the committed lock file; Vite builds
+# frontend/dist/, which Django serves under /static/viewer/. Rebuilt only when a source file changed.
+FRONTEND_SOURCES := $(shell find frontend/src -type f 2>/dev/null) frontend/package-lock.json \
+	frontend/vite.config.ts frontend/tsconfig.json
+frontend/dist/viewer.js: $(FRONTEND_SOURCES)
+	cd frontend && npm run build
+	touch $@
+
+frontend: bootstrap frontend/dist/viewer.js
+
+# Type check, lint and unit tests of the viewer (vitest), without a browser.
+frontend-check: bootstrap
+	cd frontend && npm run typecheck && npm run lint && npm test
+
+up: bootstrap frontend
 	$(STACK) up
 
 down: bootstrap
@@ -35,7 +49,7 @@ demo: up
 	    trap 'kill $$tail_pid 2>/dev/null; echo; echo "Still running at $$READROOM_URL; stop it with: make down"; exit 0' INT TERM; \
 	    wait $$tail_pid
 
-test: bootstrap
+test: bootstrap frontend frontend-check
 	$(STACK) up --no-web
 	$(LOAD_ENV); DJANGO_SETTINGS_MODULE=saas.config.settings.test $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -43,6 +57,7 @@ lint: bootstrap
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
+	cd frontend && npm run typecheck && npm run lint
 
 bench: up
 	$(LOAD_ENV); DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-saas.config.settings.local} $(PY) -m tests.bench

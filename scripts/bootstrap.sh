@@ -86,6 +86,11 @@ fi
 
 # --- frontend ----------------------------------------------------------------------------
 if [[ -f frontend/package-lock.json ]]; then
+    # Vite 8 needs Node >= 20.19 (frontend/package.json "engines"); say so plainly rather than fail in the build.
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        log "Node $(node --version) is too old for the viewer build: install Node >= 20.19 (e.g. Debian trixie's nodejs)"
+        exit 1
+    fi
     npm_hash=$(sha256sum frontend/package-lock.json | cut -d' ' -f1)
     npm_stamp=frontend/node_modules/.readroom-lock.sha256
     if [[ $(cat "$npm_stamp" 2>/dev/null) != "$npm_hash" ]]; then

@@ -8,6 +8,7 @@ from saas.accounts.views import login_view, logout_view
 from saas.audit.apis import AuditEventListApi
 from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
+from saas.portal.viewer import viewer_page
 from saas.portal.views import home, study_list, tenant_switch
 from saas.studies.upload_apis import UploadBatchViewSet, UploadFileViewSet
 from saas.studies.views import upload_page
@@ -40,6 +41,7 @@ urlpatterns = [
     path("tenants/switch/", tenant_switch, name="tenant-switch"),
     path("upload/", upload_page, name="upload"),
     path("studies/", study_list, name="study-list"),
+    path("viewer/<slug:slug>/<str:study_instance_uid>/", viewer_page, name="viewer"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),

@@ -129,7 +129,11 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "saas" / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "saas" / "static",
+    # The browser viewer built by Vite (`make frontend`), served under /static/viewer/.
+    ("viewer", BASE_DIR / "frontend" / "dist"),
+]
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL

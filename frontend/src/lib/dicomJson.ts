@@ -1,0 +1,61 @@
+// Reading DICOM JSON (PS3.18 F.2) as the DICOMweb service returns it: tag "GGGGEEEE" -> { vr, Value }.
+
+export type DicomJsonValue = string | number | Record<string, unknown> | { Alphabetic?: string };
+export interface DicomJsonAttribute {
+  vr: string;
+  Value?: DicomJsonValue[];
+  BulkDataURI?: string;
+  InlineBinary?: string;
+}
+export type DicomJson = Record<string, DicomJsonAttribute>;
+
+export const Tag = {
+  StudyDate: "00080020",
+  Modality: "00080060",
+  StudyDescription: "00081030",
+  SeriesDescription: "0008103E",
+  PatientName: "00100010",
+  PatientID: "00100020",
+  StudyInstanceUID: "0020000D",
+  SeriesInstanceUID: "0020000E",
+  SOPInstanceUID: "00080018",
+  SeriesNumber: "00200011",
+  InstanceNumber: "00200013",
+  ImagePositionPatient: "00200032",
+  ImageOrientationPatient: "00200037",
+  NumberOfFrames: "00280008",
+  NumberOfSeriesRelatedInstances: "00201209",
+} as const;
+
+export function first(data: DicomJson, tag: string): DicomJsonValue | undefined {
+  return data[tag]?.Value?.[0];
+}
+
+export function text(data: DicomJson, tag: string): string {
+  const value = first(data, tag);
+  if (value === undefined || value === null) return "";
+  if (typeof value === "object") return "Alphabetic" in value ? String(value.Alphabetic ?? "") : "";
+  return String(value);
+}
+
+export function number(data: DicomJson, tag: string): number | undefined {
+  const value = first(data, tag);
+  const parsed = typeof value === "number" ? value : typeof value === "string" ? Number(value) : NaN;
+  return Number.isFinite(parsed) ? parsed : undefined;
+}
+
+export function numbers(data: DicomJson, tag: string): number[] {
+  return (data[tag]?.Value ?? []).map((value) => Number(value)).filter((value) => Number.isFinite(value));
+}
+
+/** "Doe^Jane" -> "Doe, Jane" (family name first, as a reading room lists patients). */
+export function personName(data: DicomJson, tag: string): string {
+  const raw = text(data, tag);
+  const [family = "", given = ""] = raw.split("^");
+  return given ? `${family}, ${given}` : family;
+}
+
+/** "20260301" -> "2026-03-01"; anything else is returned unchanged. */
+export function isoDate(value: string): string {
+  return /^\d{8}$/.test(value) ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6, 8)}` : value;
+}

@@ -1,0 +1,165 @@
+"""The diagnostic viewer in a real browser: a radiologist opens a synthetic CT and reads real pixels off the canvas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from saas.studies.services import orthanc_sync
+from saas.studies.synthetic import ct_series, dataset_bytes
+from tenants.context import tenant_context
+from tenants.enums import Role
+from tests.conftest import committed
+from tests.factories import PASSWORD, person
+from tests.studies.conftest import multipart_related
+
+pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
+
+BUILT_VIEWER = Path(settings.BASE_DIR) / "frontend" / "dist" / "viewer.js"
+
+SLICES = 12
+# The grey (0-255) of the canvas pixel at the centre of the viewport, where the synthetic CT is exactly 40 HU.
+CENTRE_PIXEL = """() => {
+    const canvas = document.querySelector('[data-viewport] canvas');
+    const context = canvas.getContext('2d');
+    const [r, g, b] = context.getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
+    return [r, g, b];
+}"""
+
+
+def _screenshot(page, name: str) -> None:
+    target = Path(settings.VAR_DIR) / "e2e" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target))
+
+
+def _clinic_with_ct(live_platform, prefix: str):
+    """A live clinic whose Orthanc holds a noise-free CT sent by STOW-RS and indexed; returns (tenant, study UID)."""
+    tenant, token = live_platform.tenant_with_token(prefix=prefix)
+    datasets = ct_series(
+        patient_id="E2E-VIEW-1",
+        patient_name="Synthetic^Viewer",
+        accession_number="ACC-VIEW",
+        study_description="CT ABDOMEN",
+        study_date="20260301",
+        series_description="Axial 2.5mm",
+        slices=SLICES,
+        rows=64,
+        columns=64,
+        noise_hu=0,
+    )
+    body, content_type = multipart_related([dataset_bytes(dataset) for dataset in datasets])
+    response = requests.post(
+        f"{live_platform.url}/dicomweb/{tenant.slug}/studies",
+        data=body,
+        headers={"Content-Type": content_type, "Authorization": f"Bearer {token}", "Accept": "application/dicom+json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+
+    def index():
+        with tenant_context(tenant_ids=[tenant.pk]):
+            orthanc_sync(tenant=tenant, on_archive=lambda instance: None, on_completed=lambda study, completion: None)
+
+    committed(index)
+    return tenant, datasets[0].StudyInstanceUID
+
+
+def _sign_in(page, user) -> None:
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def _grey(page) -> int:
+    r, g, b = page.evaluate(CENTRE_PIXEL)
+    assert r == g == b, "a CT is shown in greys"
+    return r
+
+
+def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live_platform):
+    assert BUILT_VIEWER.exists(), "the viewer is not built: run `make frontend` (make test does)"
+    # given a clinic with a CT whose centre pixel is 40 HU, and a radiologist credentialed for it
+    tenant, study_uid = _clinic_with_ct(live_platform, "e2e-viewer")
+    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
+    viewer_url = f"/viewer/{tenant.slug}/{study_uid}/"
+    # when the radiologist follows the deep link, signs in and lands back on it
+    page.goto(viewer_url)
+    assert "/login/" in page.url
+    _sign_in(page, radiologist)
+    page.wait_for_url(f"{live_platform.url}{viewer_url}")
+    # then the first image appears, and then the whole series is loaded
+    root = page.locator("[data-viewer]")
+    page.wait_for_selector("[data-viewer][data-viewer-state=ready]", timeout=60_000)
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    # and the overlays name the patient, the study date, the series, the slice and the window
+    assert page.locator("[data-overlay=patient]").inner_text() == "Synthetic, Viewer"
+    assert page.locator("[data-overlay=study-date]").inner_text() == "2026-03-01"
+    assert "Axial 2.5mm" in page.locator("[data-overlay=series]").inner_text()
+    assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
+    assert page.locator("[data-overlay=window-level]").inner_text() == "W 400 / L 40"
+    assert page.locator(".series-list button").count() == 1
+    print(f"viewer rendering: {root.get_attribute('data-render')}")
+    assert root.get_attribute("data-render") in ("gpu", "cpu")
+    # and with the dataset's window (W400/L40) soft tissue at 40 HU is mid-grey
+    assert abs(_grey(page) - 128) <= 15
+    _screenshot(page, "viewer-first-image.png")
+
+    # when the lung preset key is pressed, 40 HU turns near white (W1500/L-600 -> 236)
+    page.keyboard.press("3")
+    page.wait_for_function("document.querySelector('[data-overlay=window-level]').textContent === 'W 1500 / L -600'")
+    page.wait_for_timeout(200)
+    assert abs(_grey(page) - 236) <= 15
+    _screenshot(page, "viewer-lung-window.png")
+    # and the abdomen button brings mid-grey back
+    page.get_by_role("button", name="Abdomen").click()
+    page.wait_for_function("document.querySelector('[data-overlay=window-level]').textContent === 'W 400 / L 40'")
+    page.wait_for_timeout(200)
+    assert abs(_grey(page) - 128) <= 15
+
+    # when scrolling with the arrow key and the mouse wheel, the slice number follows
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 2/{SLICES}'")
+    page.locator("[data-viewport]").hover()
+    page.mouse.wheel(0, 120)
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 3/{SLICES}'")
+    page.keyboard.press("End")
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im {SLICES}/{SLICES}'")
+    # and invert flips the grey
+    page.keyboard.press("i")
+    page.wait_for_timeout(300)
+    assert abs(_grey(page) - 127) <= 15
+    page.keyboard.press("r")
+    # and the help overlay lists the shortcuts
+    page.keyboard.press("?")
+    help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
+    assert help_dialog.is_visible()
+    assert "Lung window" in help_dialog.inner_text()
+    _screenshot(page, "viewer-help.png")
+    page.keyboard.press("Escape")
+    assert help_dialog.is_hidden()
+    assert root.get_attribute("data-viewer-state") == "ready"
+    assert page_errors == []
+
+
+def test_a_clinic_user_of_another_tenant_gets_the_not_found_page(page, page_errors, live_platform):
+    # given a study in one clinic and a clinic user of another clinic
+    tenant, study_uid = _clinic_with_ct(live_platform, "e2e-viewer-own")
+    other, _ = live_platform.tenant_with_token(prefix="e2e-viewer-other")
+    stranger = committed(lambda: person(role=Role.CLINIC_STAFF, tenant=other))
+    page.goto("/login/")
+    _sign_in(page, stranger)
+    page.wait_for_url(f"{live_platform.url}/")
+    # when they open the study's viewer URL, under either clinic's slug
+    foreign = page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    via_own_slug = page.goto(f"/viewer/{other.slug}/{study_uid}/")
+    missing = page.goto(f"/viewer/{other.slug}/1.2.3.4.5.6.7/")
+    # then each answer is the same 404 page, naming nothing
+    assert foreign.status == via_own_slug.status == missing.status == 404
+    assert page.get_by_role("heading", name="Not found").is_visible()
+    assert "E2E-VIEW-1" not in page.content()
+    _screenshot(page, "viewer-not-found.png")
+    assert page_errors == []
