@@ -1,0 +1,1 @@
+"""Evaluation scripts that print the held-out metrics the model cards quote."""

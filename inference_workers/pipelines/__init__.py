@@ -1,0 +1,1 @@
+"""Model pipelines: de-identified volume in, mask, probability map and findings out."""

@@ -1,0 +1,1 @@
+"""Training scripts that reproduce the committed demo weights from synthetic data."""
