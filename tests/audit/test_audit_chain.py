@@ -7,7 +7,6 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
-from django.db import connections as db_connections
 
 from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
 from saas.audit.models import AuditEvent
@@ -15,6 +14,7 @@ from saas.audit.services import audit_chains_verify, audit_record
 from tenants.context import tenant_context
 from tenants.enums import TenantStatus
 from tenants.models import Tenant
+from tests.conftest import committed
 from tests.factories import tenant_fields, tenant_row
 
 pytestmark = pytest.mark.django_db
@@ -99,23 +99,9 @@ def test_the_trigger_refuses_changes_even_from_the_table_owner(owner_connection)
         owner_connection.execute("DELETE FROM audit_auditevent WHERE id = %s", [row_id])
 
 
-def _on_own_connection(function, *args):
-    """Run on a separate, committed connection, so the test's transaction holds no lock on the audit table
-    (the owner's ALTER TABLE below needs an exclusive one)."""
-
-    def run():
-        try:
-            return function(*args)
-        finally:
-            db_connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
-
-
 def _committed_clinic():
     # Suspended, so the committed row does not count as an active tenant elsewhere (/readyz).
-    return _on_own_connection(lambda: Tenant.objects.create(**{**tenant_fields(), "status": TenantStatus.SUSPENDED}))
+    return committed(lambda: Tenant.objects.create(**{**tenant_fields(), "status": TenantStatus.SUSPENDED}))
 
 
 def _owner_update(owner_connection, sql, params):
@@ -134,8 +120,8 @@ def test_audit_verify_finds_a_row_the_owner_altered(owner_connection):
     # when the owner disables the trigger and rewrites the third row's outcome
     _owner_update(owner_connection, "UPDATE audit_auditevent SET outcome = 12 WHERE id = %s", [tampered])
     try:
-        code, _, err = _on_own_connection(_run_verify, "--tenant", clinic.slug)
-        code_all, _, err_all = _on_own_connection(_run_verify)
+        code, _, err = committed(_run_verify, "--tenant", clinic.slug)
+        code_all, _, err_all = committed(_run_verify)
     finally:
         _owner_update(owner_connection, "UPDATE audit_auditevent SET outcome = 0 WHERE id = %s", [tampered])
     # then audit_verify exits 1 naming the first broken row, for that clinic and for all chains
@@ -143,7 +129,7 @@ def test_audit_verify_finds_a_row_the_owner_altered(owner_connection):
     assert f"chain={clinic.slug} seq=3 row_id={tampered}" in err
     assert f"seq=3 row_id={tampered}" in err_all
     # and once restored the chain verifies again
-    assert _on_own_connection(_run_verify, "--tenant", clinic.slug)[0] == 0
+    assert committed(_run_verify, "--tenant", clinic.slug)[0] == 0
 
 
 def test_a_removed_row_is_reported_as_a_gap(owner_connection):
@@ -155,7 +141,7 @@ def test_a_removed_row_is_reported_as_a_gap(owner_connection):
     values = saved.fetchone()
     _owner_update(owner_connection, "DELETE FROM audit_auditevent WHERE id = %s", [row_ids[1]])
     try:
-        report = _on_own_connection(lambda: audit_chains_verify(tenant_ids=[clinic.pk], include_platform=False))
+        report = committed(lambda: audit_chains_verify(tenant_ids=[clinic.pk], include_platform=False))
     finally:
         _owner_update(
             owner_connection,
