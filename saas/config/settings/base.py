@@ -158,7 +158,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ReadRoom API",
-    "DESCRIPTION": "Multi-tenant teleradiology platform: tenants, tokens, audit log.",
+    "DESCRIPTION": "ReadRoom: clinics, API tokens, the audit log, study uploads, modalities and DICOMweb.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
