@@ -3,8 +3,6 @@ and answers the standard response (ReferencedSOPSequence / FailedSOPSequence).""
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.http import JsonResponse
 from rest_framework.exceptions import APIException, ParseError
@@ -17,12 +15,9 @@ from saas.studies.validation import AcceptedInstance, RefusalKind, ValidationLim
 from tenants.access import access_tenant_patient_data
 from tenants.enums import TokenScope
 
-logger = logging.getLogger(__name__)
-
 # DICOM PS3.18 / PS3.4 failure reasons.
 PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
-OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 STUDY_UID_MISMATCH = 0xC122

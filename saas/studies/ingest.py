@@ -7,7 +7,7 @@ reasons and the same audit events; indexing and archiving then follow from Ortha
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from django.db import transaction
@@ -71,7 +71,15 @@ class IngestBatch:
         return self._keep(ItemOutcome(result.file, ItemStatus.STORED, instance=result))
 
     def _keep(self, outcome: ItemOutcome) -> ItemOutcome:
-        self.outcomes.append(outcome)
+        """Remember the outcome without the image bytes; the caller gets them once, in the return value.
+
+        A batch may be a multi-gigabyte upload or STOW request: holding every stored image until
+        finish(), which needs only identifiers, would hold all of it in memory at once.
+        """
+        kept = outcome
+        if outcome.instance is not None:
+            kept = replace(outcome, instance=replace(outcome.instance, data=b""))
+        self.outcomes.append(kept)
         return outcome
 
     @property

@@ -77,7 +77,8 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
         # Deleted again before we got to it (eviction, refusal): nothing to index.
         return None
     tags = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/simplified-tags") or {}
-    header = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/header?simplify") or {}
+    # One call for how it arrived (Origin) and its transfer syntax.
+    metadata = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/metadata?expand") or {}
     sop_class_uid = _text(tags, "SOPClassUID", 64)
     if sop_class_uid not in SOP_CLASS_ALLOWLIST:
         _refuse_stored_instance(
@@ -87,7 +88,9 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
             reason="SOP class not accepted",
         )
         return None
-    refusal = _validate_dicom_protocol_arrival(tenant=tenant, orthanc_instance_id=orthanc_instance_id)
+    refusal = _validate_dicom_protocol_arrival(
+        tenant=tenant, orthanc_instance_id=orthanc_instance_id, origin=metadata.get("Origin", "")
+    )
     if refusal is not None:
         _refuse_stored_instance(
             tenant=tenant, orthanc_instance_id=orthanc_instance_id, sop_class_uid=sop_class_uid, reason=refusal
@@ -152,7 +155,7 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
         sop_instance_uid=sop_instance_uid,
         sop_class_uid=sop_class_uid,
         instance_number=_int(tags, "InstanceNumber"),
-        transfer_syntax_uid=_text(header, "TransferSyntaxUID", 64),
+        transfer_syntax_uid=_text(metadata, "TransferSyntax", 64),
         size_bytes=int(summary.get("FileSize") or 0),
         orthanc_instance_id=orthanc_instance_id,
         received_at=now,
@@ -172,16 +175,12 @@ def instance_index(*, tenant: Tenant, orthanc_instance_id: str, on_archive) -> I
     return instance
 
 
-def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str) -> str | None:
+def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str, origin: str) -> str | None:
     """C-STORE reaches Orthanc before any platform check, so its instances are validated here.
 
     Every other path validated the bytes before storing them (Orthanc marks those RestApi).
     """
-    try:
-        origin = orthanc_client(tenant).get(f"/instances/{orthanc_instance_id}/metadata/Origin")
-    except httpx.HTTPError as error:
-        raise OrthancError(f"Orthanc did not answer: {error.__class__.__name__}") from error
-    if origin.status_code != 200 or origin.text.strip() != "DicomProtocol":
+    if origin != "DicomProtocol":
         return None
     try:
         response = orthanc_client(tenant).get(f"/instances/{orthanc_instance_id}/file")

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 from uuid import UUID
@@ -24,7 +23,7 @@ from django.utils import timezone
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 
 from saas.studies.enums import IngestPath, UploadStatus
-from saas.studies.ingest import IngestBatch, ItemOutcome, ItemStatus
+from saas.studies.ingest import IngestBatch, ItemStatus
 from saas.studies.models import UploadBatch, UploadFile
 from saas.studies.validation import AcceptedInstance, ValidationLimits, expand_upload
 from tenants.access import access_tenant_patient_data
@@ -282,20 +281,11 @@ def _ingest_file(upload_file: UploadFile, *, ingest: IngestBatch, studies: dict[
                         instance=outcome.instance if outcome.status == ItemStatus.STORED else None,
                     )
                 )
-                _drop_instance_bytes(ingest)
     except FileNotFoundError:
         logger.error("upload file %s of tenant %s has no part file", upload_file.pk, upload_file.tenant_id)
         reason = "the uploaded copy was lost on the server; send it again"
         return [_outcome_row(upload_file.name, ItemStatus.FAILED, reason)]
     return rows
-
-
-def _drop_instance_bytes(ingest: IngestBatch) -> None:
-    # IngestBatch keeps every outcome until finish(), which needs only the identifiers: without this the
-    # batch would hold every stored image of a multi-gigabyte upload in memory at once.
-    outcome: ItemOutcome = ingest.outcomes[-1]
-    if outcome.instance is not None:
-        ingest.outcomes[-1] = replace(outcome, instance=replace(outcome.instance, data=b""))
 
 
 def _outcome_row(file: str, status: ItemStatus, reason: str, *, instance: AcceptedInstance | None = None) -> dict:
