@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from saas.studies.services import instance_archive, orthanc_sync
+from saas.studies.services import instances_archive, orthanc_sync
 from tenants.context import tenant_context
 from tenants.enums import TokenScope
 from tenants.services import tenant_create
@@ -58,7 +58,7 @@ class Pipeline:
         with tenant_context(tenant_ids=[self.tenant.pk]), self.capture_on_commit(execute=True):
             return orthanc_sync(
                 tenant=self.tenant,
-                on_archive=lambda instance: self.archive_queue.append(instance.pk),
+                on_archive=lambda instances: self.archive_queue.extend(instance.pk for instance in instances),
                 on_completed=lambda study, completion: self.completed.append((study.pk, completion.version)),
             )
 
@@ -72,11 +72,9 @@ class Pipeline:
             time.sleep(0.3)
 
     def archive_all(self):
-        archived = 0
+        queued, self.archive_queue = self.archive_queue, []
         with tenant_context(tenant_ids=[self.tenant.pk]):
-            while self.archive_queue:
-                archived += instance_archive(tenant=self.tenant, instance_id=self.archive_queue.pop(0))
-        return archived
+            return instances_archive(tenant=self.tenant, instance_ids=queued)
 
 
 @pytest.fixture
