@@ -690,7 +690,9 @@ def stripe_up(state: dict) -> dict:
 WEB_SERVICE = Service("web", marker="gunicorn", port=WEB_PORT)
 WORKER_SERVICE = Service("worker", marker="celery")
 BEAT_SERVICE = Service("beat", marker="celery")
-DJANGO_SERVICES = (WEB_SERVICE, WORKER_SERVICE, BEAT_SERVICE)
+# The CPU inference pool (inference_workers/, no Django): the same broker, its own queue.
+AI_WORKER_SERVICE = Service("ai-worker", marker="celery")
+DJANGO_SERVICES = (WEB_SERVICE, WORKER_SERVICE, BEAT_SERVICE, AI_WORKER_SERVICE)
 
 
 def manage(args: list[str], env: dict[str, str], allow_unknown: bool = False) -> bool:
@@ -764,11 +766,19 @@ def django_up(state: dict, local_env: dict[str, str], env_hash: str, web: bool) 
             str(VENV_BIN / "celery"), "-A", "saas.config", "beat", "-l", "info",
             "--schedule", str(VAR / "celerybeat-schedule"),
         ],
+        AI_WORKER_SERVICE: [
+            str(VENV_BIN / "celery"), "-A", "inference_workers.app", "worker", "-l", "info",
+            "-Q", "inference.cpu", "--autoscale", "2,1", "-n", "ai-cpu@%h",
+        ],
     }
     # fmt: on
+    # The workers get only the broker: no database, no Orthanc credentials (their trust zone).
+    ai_env = {key: value for key, value in env.items() if not key.startswith(("DATABASE", "AWS_", "STRIPE"))}
+    ai_env["INFERENCE_BROKER_URL"] = env["REDIS_URL"]
+    ai_env["INFERENCE_TORCH_THREADS"] = "2"
     for service, argv in argvs.items():
         # Restarted when var/local.env changed (another database, new secrets).
-        service.ensure(state, argv, env=env, config=env_hash)
+        service.ensure(state, argv, env=ai_env if service is AI_WORKER_SERVICE else env, config=env_hash)
 
     if not wait_until(health_ok, HEALTH_TIMEOUT_S, interval=0.5):
         raise StackError(
@@ -899,6 +909,7 @@ def component_rows(state: dict) -> list[tuple[str, bool, str, str]]:
         (WEB_SERVICE, f"http://{HOST}:{WEB_PORT}"),
         (WORKER_SERVICE, ""),
         (BEAT_SERVICE, ""),
+        (AI_WORKER_SERVICE, ""),
     ):
         pid = service.pid()
         rows.append((service.name, service.running(), "", f"{url} pid {pid}".strip() if pid else url))

@@ -8,4 +8,4 @@ class TenantsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tenants import checks  # noqa: F401  (registers the scoping system check)
+        from tenants import checks, schema  # noqa: F401  (the scoping system check, the OpenAPI auth scheme)

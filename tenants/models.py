@@ -33,6 +33,8 @@ class Tenant(models.Model):
     dicom_port = models.PositiveIntegerField(null=True, unique=True)
     accept_unknown_modalities = models.BooleanField(default=False)
     stable_age_seconds = models.PositiveSmallIntegerField(default=5)
+    # AI analysis is part of a clinic's subscription: off until it is switched on for that clinic.
+    ai_enabled = models.BooleanField(default=False)
     s3_bucket = models.CharField(max_length=63, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

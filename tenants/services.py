@@ -105,6 +105,21 @@ def tenant_create(*, slug: str, name: str, actor: Actor | None = None) -> tuple[
     return tenant, created
 
 
+def tenant_ai_set(*, tenant: Tenant, enabled: bool, actor: Actor | None = None) -> Tenant:
+    """Switch AI analysis on or off for a clinic (part of its subscription); audited when it changes."""
+    changed = Tenant.objects.filter(pk=tenant.pk).exclude(ai_enabled=enabled).update(ai_enabled=enabled)
+    tenant.ai_enabled = enabled
+    if changed:
+        audit_record(
+            event_id=AuditEventId.APPLICATION_ACTIVITY,
+            action=AuditAction.UPDATE,
+            tenant_id=tenant.pk,
+            actor=actor,
+            detail={"operation": "tenant_ai_set", "ai_enabled": enabled},
+        )
+    return tenant
+
+
 def tenant_provision(*, tenant: Tenant) -> Tenant:
     """Make sure the tenant's Orthanc runs and its bucket exists (idempotent)."""
     try:

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from saas.accounts.views import login_view, logout_view
+from saas.ai.apis import AnalysisViewSet
 from saas.audit.apis import AuditEventListApi
 from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
@@ -17,6 +18,7 @@ from tenants.apis import ApiTokenViewSet, MeApi, ModalityViewSet
 router = SimpleRouter()
 router.register("api-tokens", ApiTokenViewSet, basename="api-token")
 router.register("modalities", ModalityViewSet, basename="modality")
+router.register("ai/analyses", AnalysisViewSet, basename="ai-analysis")
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="me"),

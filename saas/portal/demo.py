@@ -1,4 +1,4 @@
-"""The demo data set: two clinics, a person of every role, and a few synthetic studies in each Orthanc."""
+"""The demo data set: two clinics with AI, a person of every role, and a few synthetic studies in each Orthanc."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pydicom.uid import generate_uid
 from saas.studies.enums import IngestPath
 from saas.studies.ingest import IngestBatch
 from saas.studies.models import Study
-from saas.studies.synthetic import cr_image, ct_series, dataset_bytes
+from saas.studies.synthetic import cr_image, ct_series, dataset_bytes, dx_image, random_nodule
 from tenants.context import tenant_context
 from tenants.enums import Role
 from tenants.models import Tenant
 from tenants.orthanc import orthanc_endpoint
-from tenants.services import credential_grant, tenant_create, user_provision
+from tenants.services import credential_grant, tenant_ai_set, tenant_create, user_provision
 
 DEMO_PASSWORD = "ReadRoom-demo-2026"  # noqa: S105 - printed by `make demo`, demo data only
 DEMO_CLINICS = (("northside", "Northside Imaging"), ("lakeside", "Lakeside Radiology"))
@@ -32,7 +32,7 @@ def _demo_studies(slug: str) -> list[list]:
     """Deterministic study UIDs, so a second seed finds the studies already there."""
     studies = []
     for number, (description, priority, lesions) in enumerate(
-        [("CT ABDOMEN WITH CONTRAST", "ROUTINE", ()), ("CT CHEST", "STAT", [((10.0, -5.0, 0.0), 15.0, 80.0)])]
+        [("CT ABDOMEN WITH CONTRAST", "ROUTINE", ()), ("CT CHEST", "STAT", [((40.0, -30.0, 0.0), 15.0, 80.0)])]
     ):
         studies.append(
             ct_series(
@@ -42,9 +42,11 @@ def _demo_studies(slug: str) -> list[list]:
                 study_description=description,
                 study_instance_uid=generate_uid(entropy_srcs=["readroom-demo", slug, "ct", str(number)]),
                 priority=priority,
-                slices=24,
+                # A body-sized field of view, so the demo AI model sees the anatomy it was trained on.
+                slices=40,
                 rows=128,
                 columns=128,
+                pixel_spacing=(2.8, 2.8),
                 seed=number,
                 lesions=lesions,
             )
@@ -57,6 +59,18 @@ def _demo_studies(slug: str) -> list[list]:
                 accession_number=f"{slug[:3].upper()}6001",
                 study_instance_uid=generate_uid(entropy_srcs=["readroom-demo", slug, "cr"]),
                 seed=7,
+            )
+        ]
+    )
+    studies.append(
+        [
+            dx_image(
+                patient_id=f"{slug.upper()}-3001",
+                patient_name="Demo^Nodule",
+                accession_number=f"{slug[:3].upper()}7001",
+                study_instance_uid=generate_uid(entropy_srcs=["readroom-demo", slug, "dx"]),
+                nodule=random_nodule(rows=256, columns=256, pixel_spacing=(1.6, 1.6), seed=5),
+                seed=11,
             )
         ]
     )
@@ -88,6 +102,8 @@ def demo_seed() -> tuple[list[DemoLogin], int]:
     tenants = []
     for slug, name in DEMO_CLINICS:
         tenant, _ = tenant_create(slug=slug, name=name)
+        # The demo clinics subscribe to AI: their CT and chest studies are analysed as they arrive.
+        tenant_ai_set(tenant=tenant, enabled=True)
         tenants.append(tenant)
         for role in (Role.CLINIC_ADMIN, Role.CLINIC_STAFF, Role.REFERRING_PHYSICIAN, Role.BILLING_ADMIN):
             username = f"{slug}-{role.value.replace('_', '-')}"

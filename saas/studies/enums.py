@@ -20,3 +20,13 @@ class UploadStatus(models.TextChoices):
     OPEN = "open", "Receiving"
     RECEIVED = "received", "Received"
     PROCESSED = "processed", "Processed"
+
+
+class StudyAIStatus(models.TextChoices):
+    """The summary of a study's AI analyses for its current version (written by saas.ai)."""
+
+    NONE = "", "Not analysed"
+    PENDING = "pending", "AI pending"
+    DONE = "done", "AI done"
+    FAILED = "failed", "AI failed"
+    NOT_APPLICABLE = "not_applicable", "No AI model applies"

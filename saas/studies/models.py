@@ -9,7 +9,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
-from saas.studies.enums import StudyStatus, UploadStatus
+from saas.studies.enums import StudyAIStatus, StudyStatus, UploadStatus
 from tenants.scoping import TenantScopedModel
 
 
@@ -50,11 +50,16 @@ class Study(TenantScopedModel):
     archived_at = models.DateTimeField(null=True, blank=True)
     # Removed from the hot tier (Orthanc); every instance stays in S3 and is brought back on read.
     evicted_at = models.DateTimeField(null=True, blank=True)
+    # Written by saas.ai for the current version: the worklist puts ai_critical studies first.
+    ai_status = models.CharField(max_length=16, choices=StudyAIStatus.choices, default=StudyAIStatus.NONE, blank=True)
+    ai_critical = models.BooleanField(default=False)
+    ai_critical_reason = models.CharField(max_length=255, blank=True)
 
     class Meta(TenantScopedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["tenant", "study_instance_uid"], name="study_unique_per_tenant")]
         indexes = [
             models.Index(fields=["tenant", "status"]),
+            models.Index(fields=["tenant", "ai_critical"]),
             models.Index(fields=["tenant", "study_date"]),
             models.Index(fields=["tenant", "accession_number"]),
         ]

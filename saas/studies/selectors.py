@@ -41,7 +41,8 @@ def studies_search(*, search: StudySearch) -> QuerySet[Study]:
         rows = rows.filter(study_date__lte=search.date_to.strftime("%Y%m%d"))
     if search.status:
         rows = rows.filter(status=search.status)
-    return rows.order_by("-study_date", "-study_time", "-pk")
+    # Studies the AI flagged critical come first: a clinic sees at once what may need a call.
+    return rows.order_by("-ai_critical", "-study_date", "-study_time", "-pk")
 
 
 def study_status_counts(*, rows: QuerySet[Study]) -> dict[str, int]:

@@ -15,6 +15,8 @@ def test_schema_lists_the_api(client):
         "/api/v1/api-tokens/",
         "/api/v1/api-tokens/{id}/",
         "/api/v1/audit/events/",
+        "/api/v1/ai/analyses/",
+        "/api/v1/ai/analyses/{id}/retry/",
         "/dicomweb/{slug}/studies",
     } <= set(schema["paths"])
 

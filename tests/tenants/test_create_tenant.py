@@ -58,3 +58,24 @@ def test_an_invalid_slug_is_refused_with_the_rule_and_nothing_created():
     with pytest.raises(CommandError, match="2-40 lowercase letters"):
         _create("Bad Slug!")
     assert not Tenant.objects.filter(name="North Clinic").exists()
+
+
+def test_ai_is_off_until_switched_on_and_the_switch_is_audited(unique_slug):
+    from saas.audit.models import AuditEvent
+    from tenants.context import tenant_context
+
+    # Given a new clinic: AI is not part of its subscription yet
+    slug = unique_slug("ai")
+    assert _create(slug)["ai_enabled"] is False
+    # When an operator switches it on, then off again, with the same command
+    out = io.StringIO()
+    call_command("create_tenant", slug, "--ai", name="North Clinic", stdout=out)
+    assert json.loads(out.getvalue())["ai_enabled"] is True
+    call_command("create_tenant", slug, "--ai", name="North Clinic", stdout=io.StringIO())
+    call_command("create_tenant", slug, "--no-ai", name="North Clinic", stdout=io.StringIO())
+    # Then the row follows, and each change (not the repeat) is in the clinic's audit chain
+    tenant = Tenant.objects.get(slug=slug)
+    assert tenant.ai_enabled is False
+    with tenant_context(tenant_ids=[tenant.pk]):
+        changes = AuditEvent.objects.filter(tenant_id=tenant.pk, detail__operation="tenant_ai_set")
+        assert [event.detail["ai_enabled"] for event in changes.order_by("seq")] == [True, False]

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "saas.portal",
     "saas.dicomweb",
     "saas.studies",
+    "saas.ai",
 ]
 
 MIDDLEWARE = [
@@ -158,7 +159,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ReadRoom API",
-    "DESCRIPTION": "ReadRoom: clinics, API tokens, the audit log, study uploads, modalities and DICOMweb.",
+    "DESCRIPTION": "ReadRoom: clinics, API tokens, the audit log, study uploads, modalities, AI analyses and DICOMweb.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
@@ -166,6 +167,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a field called "status": each choice set gets its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "AnalysisStatusEnum": "saas.ai.enums.AnalysisStatus",
+        "UploadStatusEnum": "saas.studies.enums.UploadStatus",
+        "StudyStatusEnum": "saas.studies.enums.StudyStatus",
+    },
 }
 
 # S3: boto3 reads AWS_ENDPOINT_URL_S3 / AWS_* itself; production simply leaves the endpoint out.
@@ -188,18 +195,34 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # httpx logs every request at INFO: one line per Orthanc call drowns what matters.
-    "loggers": {"axes": {"level": "WARNING"}, "httpx": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
+    # highdicom logs each copied module at INFO, with UIDs: not what an operator needs, and noisy.
+    "loggers": {name: {"level": "WARNING"} for name in ("axes", "httpx", "botocore", "highdicom")},
 }
 
 # Tasks enqueued once per completed study version (tenant_id, study_id, version): AI dispatch,
 # worklist... each domain adds its own here.
-READROOM_STUDY_COMPLETED_TASKS: list[str] = []
+READROOM_STUDY_COMPLETED_TASKS: list[str] = ["ai.dispatch_study"]
+
+# AI analysis (saas.ai): the bundles dispatch may choose from (their configs/metadata.json routes them),
+# how long the workers' presigned URLs live (a job waiting longer in the queue fails and is re-dispatched
+# by an administrator), and which dispatch and result tasks run on the Django side's own queue.
+READROOM_AI_MODELS_DIR = BASE_DIR / "inference_workers" / "models"
+READROOM_AI_MODELS = env.list("READROOM_AI_MODELS", default=["ct_focal_lesion", "dx_chest_triage"])
+READROOM_AI_URL_TTL_SECONDS = env.int("READROOM_AI_URL_TTL_SECONDS", default=6 * 3600)
+READROOM_AI_INPUT_FETCH_THREADS = 8
 # Following the change feed has its own queue, so indexing and completion never wait behind a
 # backlog of archive uploads; workers consume both ("-Q django,sync").
-CELERY_TASK_ROUTES = {"studies.sync_all": {"queue": "sync"}, "studies.sync_tenant": {"queue": "sync"}}
+CELERY_TASK_ROUTES = {
+    "studies.sync_all": {"queue": "sync"},
+    "studies.sync_tenant": {"queue": "sync"},
+    "ai.dispatch_study": {"queue": "django"},
+    "ai.record_result": {"queue": "django"},
+}
 CELERY_BEAT_SCHEDULE = {
     "studies-sync": {"task": "studies.sync_all", "schedule": 2.0},
-    "studies-archive-sweep": {"task": "studies.archive_sweep", "schedule": 60.0},
+    # Re-queues only what no archive task claims (saas.studies.tasks), so it may look often: a batch
+    # lost with a killed worker is queued again at most ARCHIVE_CLAIM_SECONDS + 30 s after it died.
+    "studies-archive-sweep": {"task": "studies.archive_sweep", "schedule": 30.0},
 }
 
 # Limits on what clinics may send (per file, per request, per archive); see saas.studies.validation.
@@ -207,6 +230,8 @@ READROOM_VALIDATION_LIMITS = ValidationLimits()
 
 # Browser uploads land here chunk by chunk (<tenant_id>/<file_id>.part) until the batch is finished.
 READROOM_UPLOAD_DIR = Path(env.str("READROOM_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+# Removes batches abandoned for a day (and their part files), queues again a finishing whose worker died.
+CELERY_BEAT_SCHEDULE["studies-upload-housekeeping"] = {"task": "studies.upload_housekeeping", "schedule": 600.0}
 
 # DICOMweb (/dicomweb/<slug>/): QIDO-RS pages, and the browser cache lifetime of immutable bytes
 # (frames, instances, rendered images: a SOP Instance UID never changes content here).
