@@ -27,6 +27,7 @@ api_v1 = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     *router.urls,
     path("uploads/", UploadBatchViewSet.as_view({"post": "create"}), name="upload-batches"),
+    path("uploads/<uuid:batch_id>", UploadBatchViewSet.as_view({"get": "retrieve"}), name="upload-batch"),
     path("uploads/<uuid:batch_id>/files/", UploadBatchViewSet.as_view({"post": "add_file"}), name="upload-files"),
     path(
         "uploads/<uuid:batch_id>/files/<uuid:file_id>",

@@ -2,12 +2,15 @@
 //
 // No build step: a plain ES module with setup(root) / teardown(). The server decides everything that matters
 // (who may upload, what is accepted); this module only moves bytes, survives dropped connections and shows results.
+// Finishing is done by a server worker (a 1 GB archive takes minutes): the page polls the batch for its progress
+// and its summary, and after a reload it picks up the polling of a batch it had finished.
 
 const CHUNK_BYTES = 8 * 1024 * 1024; // well under the server's 16 MiB per PUT, and small enough to resend cheaply
 const PARALLEL_FILES = 3; // enough to hide per-request latency without starving one big file of bandwidth
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const CHUNK_TYPE = "application/offset+octet-stream";
+const POLL_MS = 1000; // one small GET a second shows "file N of M" moving without loading the server
 // Per tab: a reload can resume the same batch, another tab never picks up this one's files.
 const STORAGE_KEY = "readroom.upload.v1";
 
@@ -28,6 +31,9 @@ export function setup(root) {
     overall: q("overall"),
     overallProgress: q("overall-progress"),
     overallText: q("overall-text"),
+    processing: q("processing"),
+    processingProgress: q("processing-progress"),
+    processingText: q("processing-text"),
     list: q("list"),
     summary: q("summary"),
     summaryHeading: q("summary-heading"),
@@ -70,6 +76,8 @@ export function setup(root) {
   on(window, "beforeunload", (event) => {
     if (current && current.busy) event.preventDefault(); // the upload resumes after a reload, but ask first
   });
+  const stored = readStored();
+  if (stored && stored.finishing) resumeFinishing(stored.batchId);
   return teardown;
 }
 
@@ -122,6 +130,7 @@ async function start(items) {
   current.busy = true;
   setPickersDisabled(true);
   view.summary.hidden = true;
+  view.processing.hidden = true;
   view.list.replaceChildren();
   const skippedHere = [];
   const uploads = [];
@@ -161,9 +170,9 @@ async function start(items) {
 }
 
 async function openBatch(uploads) {
-  // After a reload, pick up the stored batch only if some of these files belong to it.
+  // After a reload, pick up the stored batch only if it still takes files and some of these files belong to it.
   const stored = readStored();
-  if (stored && uploads.some((upload) => stored.files[upload.key])) {
+  if (stored && !stored.finishing && uploads.some((upload) => stored.files[upload.key]) && (await isOpen(stored.batchId))) {
     const resumable = await Promise.all(uploads.map((upload) => resumeState(stored, upload)));
     if (resumable.some(Boolean)) return stored.batchId;
     for (const upload of uploads) delete upload.fileId;
@@ -173,6 +182,11 @@ async function openBatch(uploads) {
   const { id } = await response.json();
   writeStored({ batchId: id, files: {} });
   return id;
+}
+
+async function isOpen(batchId) {
+  const response = await withRetry(() => api(batchUrl(batchId)));
+  return response.ok && (await response.json()).status === "open";
 }
 
 async function resumeState(stored, upload) {
@@ -251,8 +265,48 @@ async function sendFile(batchId, upload, uploads) {
 async function finish(batchId) {
   // Finishing is idempotent on the server, so a lost answer is simply asked for again.
   const response = await withRetry(() => api(`${current.view.api}${batchId}/finish`, { method: "POST", json: {} }));
-  if (response.status === 200 || response.status === 422) return response.json();
-  throw new Error(await reasonOf(response));
+  if (response.status !== 200 && response.status !== 202) throw new Error(await reasonOf(response));
+  const stored = readStored();
+  if (stored && stored.batchId === batchId) writeStored({ ...stored, finishing: true });
+  return waitForSummary(await response.json());
+}
+
+async function waitForSummary(state) {
+  // 202 at once, then the batch reports "file N of M" until a worker has checked and stored every file.
+  while (state.status !== "processed") {
+    showProcessing(state);
+    await sleep(POLL_MS);
+    const response = await withRetry(() => api(state.status_url));
+    if (!response.ok) throw new Error(await reasonOf(response));
+    state = await response.json();
+  }
+  showProcessing(state);
+  return state.summary;
+}
+
+async function resumeFinishing(batchId) {
+  // A reload while the server was still processing: show its progress and summary instead of forgetting it.
+  const { view } = current;
+  current.busy = true;
+  setPickersDisabled(true);
+  say("Checking the files and storing the images…");
+  try {
+    const response = await withRetry(() => api(batchUrl(batchId)));
+    if (!response.ok) {
+      sessionStorage.removeItem(STORAGE_KEY); // gone, or another person's: nothing to wait for
+      say("");
+      return;
+    }
+    const summary = await waitForSummary(await response.json());
+    sessionStorage.removeItem(STORAGE_KEY);
+    view.overall.hidden = true;
+    showSummary(summary, { skipped: [], refused: [], failed: [] });
+  } catch (error) {
+    if (error.name !== "AbortError") say(`The upload stopped: ${error.message}`);
+  } finally {
+    if (current) current.busy = false;
+    if (current) setPickersDisabled(false);
+  }
 }
 
 async function withRetry(request) {
@@ -301,6 +355,10 @@ function api(url, { method = "GET", json, headers = {}, body } = {}) {
     body = JSON.stringify(json);
   }
   return fetch(url, { method, headers: sent, body, credentials: "same-origin", signal: current.abort.signal });
+}
+
+function batchUrl(batchId) {
+  return `${current.view.api}${batchId}`;
 }
 
 function fileUrl(batchId, fileId) {
@@ -371,6 +429,24 @@ function updateOverall(uploads) {
   overallText.textContent = `${bytes(received)} of ${bytes(total)}`;
 }
 
+function showProcessing(state) {
+  const { processing, processingProgress, processingText } = current.view;
+  const total = Math.max(state.files_total, 1);
+  const done = state.status === "processed" ? total : Math.min(state.files_done, total);
+  processing.hidden = false;
+  processingProgress.max = total;
+  processingProgress.value = done;
+  if (state.status === "processed") {
+    processingText.textContent = `${total} of ${total} files`;
+    return;
+  }
+  const file = Math.min(done + 1, total);
+  // One .zip may hold thousands of images: count them too, or a big archive looks stuck at "file 1 of 1".
+  const entries = state.entries_done > 1 ? ` (${state.entries_done} entries checked in it)` : "";
+  processingText.textContent = `${done} of ${total} files`;
+  say(`Checking the files and storing the images: processing file ${file} of ${total}${entries}…`);
+}
+
 function showSummary(summary, local) {
   const view = current.view;
   const tbody = view.studies.tBodies[0];
@@ -419,6 +495,7 @@ function reset() {
   const view = current.view;
   view.summary.hidden = true;
   view.overall.hidden = true;
+  view.processing.hidden = true;
   view.list.replaceChildren();
   say("");
   view.filesInput.focus();

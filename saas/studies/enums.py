@@ -19,6 +19,8 @@ class IngestPath(models.TextChoices):
 class UploadStatus(models.TextChoices):
     OPEN = "open", "Receiving"
     RECEIVED = "received", "Received"
+    # A batch only: closed to new files and chunks, its files being validated and stored by a worker.
+    FINISHING = "finishing", "Finishing"
     PROCESSED = "processed", "Processed"
 
 

@@ -149,6 +149,19 @@ class UploadBatch(TenantScopedModel):
     status = models.CharField(max_length=16, choices=UploadStatus.choices, default=UploadStatus.OPEN)
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict, blank=True)
+    # Progress of finishing, polled by the page: files processed, and entries checked in the file being processed
+    # (one .zip may hold thousands). progress_at is the worker's last sign of life: a batch whose worker died is
+    # queued again once it is old (uploads.upload_batches_requeue_stalled).
+    files_total = models.PositiveIntegerField(default=0)
+    files_done = models.PositiveIntegerField(default=0)
+    entries_done = models.PositiveIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    # Who asked to finish, kept so the worker audits the transfer as that person or token, not as the system.
+    finished_by_token = models.ForeignKey(
+        "tenants.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    finished_by_role = models.CharField(max_length=32, blank=True)
+    finished_from_ip = models.GenericIPAddressField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"upload batch {self.pk}"
@@ -164,7 +177,9 @@ class UploadFile(TenantScopedModel):
     size = models.BigIntegerField()
     received = models.BigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=UploadStatus.choices, default=UploadStatus.OPEN)
-    # Per contained file: {"file", "status", "reason", "study_instance_uid", "sop_instance_uid"}.
+    # Per contained file: {"file", "status", "reason", "study_instance_uid", "sop_instance_uid"}, plus for a stored
+    # one the summary's tags ("patient_id", "patient_name", "study_date", "study_description") and for a refused
+    # one its "refusal_kind": the batch's summary and audit are built from these once every file is processed.
     outcomes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -1,8 +1,9 @@
-"""REST API of browser uploads: create a batch, declare files, send resumable chunks, finish with a summary."""
+"""REST API of browser uploads: create a batch, declare files, send resumable chunks, finish, poll for the summary."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ParseError
@@ -10,6 +11,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from saas.studies.enums import UploadStatus
 from saas.studies.models import UploadBatch, UploadFile
 from saas.studies.uploads import (
     MAX_CHUNK_BYTES,
@@ -23,7 +25,6 @@ from saas.studies.uploads import (
     upload_chunk_append,
     upload_file_create,
     upload_files_of,
-    upload_summary_stored_anything,
     upload_tenant,
 )
 from tenants.viewsets import TenantScopedViewSet
@@ -101,6 +102,29 @@ class UploadSummarySerializer(serializers.Serializer):
     failed = FileRefusedSerializer(many=True)
 
 
+class UploadBatchStateSerializer(serializers.ModelSerializer):
+    status_url = serializers.SerializerMethodField(help_text="Poll this until `status` is `processed`.")
+    summary = serializers.SerializerMethodField()
+
+    class Meta:
+        model = UploadBatch
+        fields = ["id", "status", "status_url", "files_total", "files_done", "entries_done", "summary"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "files_total": {"help_text": "Files being validated and stored (set when the batch is finished)."},
+            "files_done": {"help_text": "Files processed so far."},
+            "entries_done": {"help_text": "Entries checked so far in the file being processed (a .zip holds many)."},
+        }
+
+    def get_status_url(self, batch: UploadBatch) -> str:
+        return reverse("upload-batch", kwargs={"batch_id": batch.pk})
+
+    @extend_schema_field(UploadSummarySerializer(allow_null=True))
+    def get_summary(self, batch: UploadBatch) -> dict | None:
+        # Only a processed batch has one; an empty dict would read as "nothing stored".
+        return batch.summary if batch.status == UploadStatus.PROCESSED else None
+
+
 def _refused(error: UploadRefused, *, code: int = status.HTTP_400_BAD_REQUEST) -> Response:
     return Response({"file": error.file, "reason": error.reason}, status=code)
 
@@ -146,19 +170,28 @@ class UploadBatchViewSet(TenantScopedViewSet):
             return _closed()
         return Response({"id": str(upload_file.pk), "received": upload_file.received}, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={200: UploadBatchStateSerializer}, summary="The batch's state: progress, then its summary")
+    def retrieve(self, request, batch_id=None):
+        return Response(UploadBatchStateSerializer(self.get_object()).data)
+
     @extend_schema(
         request=None,
         responses={
-            200: OpenApiResponse(UploadSummarySerializer, description="Something was stored or skipped"),
-            422: OpenApiResponse(UploadSummarySerializer, description="Every file was refused or failed"),
+            202: OpenApiResponse(
+                UploadBatchStateSerializer, description="Queued (or still processing): poll status_url"
+            ),
+            200: OpenApiResponse(UploadBatchStateSerializer, description="Already processed: the summary per study"),
         },
-        summary="Validate and store every received file; the summary per study (idempotent)",
+        summary="Close the batch and have every received file validated and stored (idempotent)",
     )
     @action(detail=True, methods=["post"], url_path="finish")
     def finish(self, request, batch_id=None):
-        summary = upload_batch_finish(actor=request.actor, batch=self.get_object())
-        code = status.HTTP_200_OK if upload_summary_stored_anything(summary) else status.HTTP_422_UNPROCESSABLE_ENTITY
-        return Response(summary, status=code)
+        # A worker does the work: a 1 GB archive takes longer than any proxy waits for an answer.
+        batch = upload_batch_finish(actor=request.actor, batch=self.get_object())
+        state = UploadBatchStateSerializer(batch).data
+        if batch.status == UploadStatus.PROCESSED:
+            return Response(state)
+        return Response(state, status=status.HTTP_202_ACCEPTED, headers={"Location": state["status_url"]})
 
 
 class UploadFileViewSet(TenantScopedViewSet):

@@ -1,4 +1,7 @@
-"""The upload page in a real browser: pick files or a folder, watch progress, read the summary per study."""
+"""The upload page in a real browser: pick files or a folder, watch progress, read the summary per study.
+
+A real Celery worker finishes each batch, as in production: the page polls the batch while it is processed.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,31 @@ from tenants.enums import Role
 from tenants.orthanc import orthanc_endpoint
 from tests.conftest import committed
 from tests.factories import PASSWORD, person
+from tests.studies.upload_worker import django_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def upload_worker(live_platform):
+    worker = django_worker("e2e-upload-worker")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def _record_status_lines(page) -> None:
+    # The processing lines may pass within a second: keep every text the status line shows.
+    page.evaluate(
+        """() => {
+          const status = document.querySelector("[data-upload-status]");
+          window.statusLines = [];
+          new MutationObserver(() => window.statusLines.push(status.textContent)).observe(
+            status, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
 
 
 def _slices(count: int) -> list[bytes]:
@@ -70,6 +96,7 @@ def test_files_and_a_zip_picked_on_the_page_end_in_a_summary_per_study(page, pag
     # when clinic staff open the upload page from the start page and choose the files
     page.get_by_role("link", name="Upload studies").click()
     page.wait_for_url(f"{live_platform.url}/upload/")
+    _record_status_lines(page)
     page.get_by_label("Choose files").set_input_files(
         [tmp_path / "IM1", tmp_path / "IM2", tmp_path / "DICOMDIR", tmp_path / "study.zip"]
     )
@@ -78,6 +105,10 @@ def test_files_and_a_zip_picked_on_the_page_end_in_a_summary_per_study(page, pag
     summary.wait_for(state="visible", timeout=60_000)
     assert page.get_by_label("study.zip").evaluate("progress => progress.value === progress.max")
     assert page.get_by_label("All files").evaluate("progress => progress.value === progress.max")
+    # and while the server worked, the page said which file it was on, then filled the processing bar
+    processing = [line for line in page.evaluate("window.statusLines") if "processing file" in line]
+    assert processing and processing[0].startswith("Checking the files and storing the images: processing file 1 of 4")
+    assert page.get_by_label("Processed").evaluate("progress => progress.value === progress.max")
     row = summary.get_by_role("row").filter(has_text="E2E-UP-1")
     assert row.get_by_role("cell").all_inner_texts() == ["Synthetic, Browser", "E2E-UP-1", "2026-03-01", "CT HEAD", "3"]
     skipped = page.locator("[data-upload-skipped] li").all_inner_texts()
@@ -124,4 +155,39 @@ def test_a_folder_upload_survives_a_dropped_connection(page, page_errors, live_p
     assert page.locator("[data-upload-refused-section]").is_hidden()
     assert page.locator("[data-upload-failed-section]").is_hidden()
     assert _orthanc_instance_count(tenant) == 2
+    assert page_errors == []
+
+
+def test_a_reload_while_the_server_processes_the_batch_still_ends_in_its_summary(
+    page, page_errors, live_platform, upload_worker, tmp_path
+):
+    # given clinic staff whose upload is sent, while the worker that would process it is frozen
+    slices = _slices(2)
+    (tmp_path / "IM1").write_bytes(slices[0])
+    (tmp_path / "IM2").write_bytes(slices[1])
+    tenant = _sign_in_as_clinic_staff(page, live_platform)
+    page.goto("/upload/")
+    upload_worker.pause()
+    try:
+        page.get_by_label("Choose files").set_input_files([tmp_path / "IM1", tmp_path / "IM2"])
+        # then the page says it is processing the first of the two files
+        status = page.get_by_role("status")
+        status.filter(has_text="processing file 1 of 2").wait_for(timeout=30_000)
+        # when the page is reloaded meanwhile (and the person confirms leaving, if the browser asks)
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.reload()
+        # then it picks the batch up again, still processing
+        status.filter(has_text="processing file 1 of 2").wait_for(timeout=30_000)
+        assert page.locator("[data-upload-summary]").is_hidden()
+    finally:
+        upload_worker.resume()
+    # and once the worker runs, the summary of the batch sent before the reload is shown
+    summary = page.locator("[data-upload-summary]")
+    summary.wait_for(state="visible", timeout=60_000)
+    assert summary.get_by_role("row").filter(has_text="E2E-UP-1").get_by_role("cell").last.inner_text() == "2"
+    assert page.get_by_role("status").inner_text().startswith("Done: 2 images in 1 study stored.")
+    assert _orthanc_instance_count(tenant) == 2
+    # and a later visit starts afresh
+    page.reload()
+    assert page.get_by_role("status").inner_text() == ""
     assert page_errors == []

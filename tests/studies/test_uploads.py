@@ -1,4 +1,8 @@
-"""Browser uploads through the API: resumable chunks, validation before Orthanc, a summary per study, tenancy."""
+"""Browser uploads through the API: resumable chunks, validation before Orthanc, a summary per study, tenancy.
+
+Finishing is queued for a worker; here the task runs in the test's own process and transaction (the same function
+a worker runs), and tests/studies/test_upload_finish_worker.py runs it in a real, killable worker.
+"""
 
 import io
 import uuid
@@ -13,6 +17,7 @@ from saas.audit.models import AuditEvent
 from saas.studies.enums import UploadStatus
 from saas.studies.models import UploadBatch, UploadFile
 from saas.studies.synthetic import ct_series, dataset_bytes
+from saas.studies.upload_tasks import upload_finish
 from saas.studies.uploads import UploadChunkIncomplete, upload_batch_create, upload_chunk_append, upload_file_create
 from tenants.context import tenant_context
 from tenants.enums import Role, TokenScope
@@ -95,11 +100,20 @@ def _send(client, batch_id: str, name: str, data: bytes, *, chunk_bytes: int = 4
     return file_id
 
 
-def _finish(client, batch_id: str, capture=None):
+def _finish(client, tenant, batch_id: str, capture=None) -> dict:
+    """Finish as the page does: 202 at once, the worker's task, then the summary read from the batch's status."""
+    accepted = client.post(f"{API}{batch_id}/finish", content_type="application/json")
+    assert accepted.status_code == 202, accepted.content
+    assert accepted.json()["status"] == "finishing" and accepted["Location"] == f"{API}{batch_id}"
     if capture is None:
-        return client.post(f"{API}{batch_id}/finish", content_type="application/json")
-    with capture(execute=True):
-        return client.post(f"{API}{batch_id}/finish", content_type="application/json")
+        upload_finish(tenant_id=tenant.pk, batch_id=batch_id)
+    else:
+        # Runs what the task commits on the way (each processed file's part removed, the sync queued).
+        with capture(execute=True):
+            upload_finish(tenant_id=tenant.pk, batch_id=batch_id)
+    state = client.get(accepted["Location"])
+    assert state.status_code == 200 and state.json()["status"] == "processed", state.content
+    return state.json()["summary"]
 
 
 def _security_alerts(tenant) -> list[AuditEvent]:
@@ -134,10 +148,8 @@ def test_a_folder_and_a_zip_become_one_study_with_the_extras_skipped(
     batch_id = _batch(client)
     file_ids = [_send(client, batch_id, name, data) for name, data in [*folder, ("more.zip", archive)]]
     # when the batch is finished
-    response = _finish(client, batch_id, django_capture_on_commit_callbacks)
+    summary = _finish(client, clinic, batch_id, django_capture_on_commit_callbacks)
     # then the summary lists one study with its five images, and the three extras as skipped
-    assert response.status_code == 200, response.content
-    summary = response.json()
     assert summary["studies"] == [
         {
             "study_instance_uid": summary["studies"][0]["study_instance_uid"],
@@ -176,8 +188,12 @@ def test_an_api_token_with_studies_write_may_upload(client, clinic):
     token_client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
     batch_id = _batch(token_client)
     _send(token_client, batch_id, "IM1", _slices(1)[0])
-    response = _finish(token_client, batch_id)
-    assert response.status_code == 200 and response.json()["studies"][0]["instances_accepted"] == 1
+    summary = _finish(token_client, clinic, batch_id)
+    assert summary["studies"][0]["instances_accepted"] == 1
+    # and the transfer is audited as that token, though a worker stored it
+    with tenant_context(tenant_ids=[clinic.pk]):
+        transferred = AuditEvent.objects.get(tenant_id=clinic.pk, event_id=AuditEventId.INSTANCES_TRANSFERRED)
+    assert transferred.token_id is not None and transferred.actor_username.startswith("token:")
 
 
 # --- resuming ---------------------------------------------------------------------------------------------------
@@ -212,8 +228,28 @@ def test_an_interrupted_file_resumes_from_what_the_server_received(client, clini
     # then the file is complete and byte-identical, and it is stored on finish
     assert done.status_code == 200 and done.json()["received"] == len(data) and done.json()["status"] == "received"
     assert part.read_bytes() == data
-    response = _finish(client, batch_id)
-    assert response.status_code == 200 and response.json()["studies"][0]["instances_accepted"] == 1
+    summary = _finish(client, clinic, batch_id)
+    assert summary["studies"][0]["instances_accepted"] == 1
+    assert _orthanc_instance_count(clinic) == 1
+
+
+@pytest.mark.orthanc
+def test_a_declaration_retried_after_its_answer_was_lost_names_the_same_file(client, clinic, upload_dir):
+    # given a file declared and half sent, whose declaration answer the browser never saw
+    data = _slices(1)[0]
+    half = len(data) // 2
+    _signed_in(client, clinic)
+    batch_id = _batch(client)
+    file_id = _declare(client, batch_id, "IM1", len(data)).json()["id"]
+    assert _put(client, batch_id, file_id, 0, data[:half]).status_code == 200
+    # when the browser declares it again
+    again = _declare(client, batch_id, "IM1", len(data))
+    # then it gets the same file with what the server holds, and can finish it from there
+    assert again.status_code == 201 and again.json() == {"id": file_id, "received": half}
+    assert _put(client, batch_id, file_id, half, data[half:]).status_code == 200
+    summary = _finish(client, clinic, batch_id)
+    assert summary["studies"][0]["instances_accepted"] == 1
+    assert summary["refused"] == [] and summary["failed"] == []
     assert _orthanc_instance_count(clinic) == 1
 
 
@@ -227,27 +263,77 @@ def test_a_file_not_fully_received_is_reported_as_failed(client, clinic):
     file_id = _declare(client, batch_id, "IM2", len(cut)).json()["id"]
     _put(client, batch_id, file_id, 0, cut[:1000])
     # when the batch is finished
-    response = _finish(client, batch_id)
+    summary = _finish(client, clinic, batch_id)
     # then the complete one is stored and the other named as incomplete, in plain words
-    assert response.status_code == 200
-    assert response.json()["failed"] == [{"file": "IM2", "reason": f"upload incomplete: 1000 of {len(cut)} bytes"}]
-    assert response.json()["studies"][0]["instances_accepted"] == 1
+    assert summary["failed"] == [{"file": "IM2", "reason": f"upload incomplete: 1000 of {len(cut)} bytes"}]
+    assert summary["studies"][0]["instances_accepted"] == 1
     assert _orthanc_instance_count(clinic) == 1
 
 
 @pytest.mark.orthanc
-def test_finishing_twice_answers_the_same_summary_and_stores_nothing_again(client, clinic):
+def test_finish_answers_202_at_once_and_the_batch_reports_progress_until_its_summary(client, clinic, upload_dir):
+    # given a batch of two slices
+    slices = _slices(2)
+    _signed_in(client, clinic)
+    batch_id = _batch(client)
+    file_id = _send(client, batch_id, "IM1", slices[0])
+    _send(client, batch_id, "IM2", slices[1])
+    # when it is finished
+    accepted = client.post(f"{API}{batch_id}/finish", content_type="application/json")
+    # then the answer comes before any file is checked, with where to follow the work
+    assert accepted.status_code == 202
+    assert accepted.json() == {
+        "id": batch_id,
+        "status": "finishing",
+        "status_url": f"{API}{batch_id}",
+        "files_total": 2,
+        "files_done": 0,
+        "entries_done": 0,
+        "summary": None,
+    }
+    assert accepted["Location"] == f"{API}{batch_id}"
+    assert client.get(f"{API}{batch_id}").json()["status"] == "finishing"
+    assert _orthanc_instance_count(clinic) == 0
+    # and the batch takes no more files or chunks, and nothing of those is kept
+    assert _declare(client, batch_id, "IM9", 10).status_code == 409
+    closed = _put(client, batch_id, file_id, 0, b"x")
+    assert closed.status_code == 409 and closed.json()["detail"] == "This upload is already finished; start a new one."
+    assert client.get(f"{API}{batch_id}/files/{file_id}").json()["received"] == len(slices[0])
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert UploadFile.objects.filter(batch_id=batch_id).count() == 2
+    # when the worker has run, then the batch reports every file done and its summary
+    upload_finish(tenant_id=clinic.pk, batch_id=batch_id)
+    state = client.get(f"{API}{batch_id}").json()
+    assert (state["status"], state["files_total"], state["files_done"]) == ("processed", 2, 2)
+    assert state["summary"]["studies"][0]["instances_accepted"] == 2
+    assert _orthanc_instance_count(clinic) == 2
+
+
+@pytest.mark.orthanc
+def test_finishing_twice_queues_once_and_stores_nothing_again(client, clinic, django_capture_on_commit_callbacks):
     _signed_in(client, clinic)
     batch_id = _batch(client)
     file_id = _send(client, batch_id, "IM1", _slices(1)[0])
-    first = _finish(client, batch_id)
-    # when the finish is sent again (a lost answer), then the same summary comes back
-    again = _finish(client, batch_id)
-    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    # when the finish is sent twice (a lost answer, a second tab), then the work is queued once
+    with django_capture_on_commit_callbacks() as first:
+        assert client.post(f"{API}{batch_id}/finish", content_type="application/json").status_code == 202
+    with django_capture_on_commit_callbacks() as again:
+        assert client.post(f"{API}{batch_id}/finish", content_type="application/json").status_code == 202
+    assert len(first) == 1 and again == []
+    # when the task runs twice (the broker delivers it again after a worker was lost)
+    upload_finish(tenant_id=clinic.pk, batch_id=batch_id)
+    summary = client.get(f"{API}{batch_id}").json()["summary"]
+    upload_finish(tenant_id=clinic.pk, batch_id=batch_id)
+    # then the summary stands as it was, the instance was stored and audited once
+    assert client.get(f"{API}{batch_id}").json()["summary"] == summary
+    assert summary["studies"][0]["instances_accepted"] == 1
     assert _orthanc_instance_count(clinic) == 1
     with tenant_context(tenant_ids=[clinic.pk]):
         transferred = AuditEvent.objects.filter(tenant_id=clinic.pk, event_id=AuditEventId.INSTANCES_TRANSFERRED)
         assert transferred.count() == 1
+    # and finishing a processed batch answers its summary at once
+    done = client.post(f"{API}{batch_id}/finish", content_type="application/json")
+    assert done.status_code == 200 and done.json()["status"] == "processed" and done.json()["summary"] == summary
     # and a finished batch takes no more files or chunks
     assert _declare(client, batch_id, "IM9", 10).status_code == 409
     assert _put(client, batch_id, file_id, 0, b"x").status_code == 409
@@ -267,14 +353,13 @@ def test_a_zip_bomb_and_a_zip_slip_are_refused_with_a_security_alert_and_nothing
     _send(client, batch_id, "bomb.zip", bomb, chunk_bytes=1024 * 1024)
     _send(client, batch_id, "slip.zip", slip)
     # when the batch is finished
-    response = _finish(client, batch_id)
+    summary = _finish(client, clinic, batch_id)
     # then both archives are refused whole, each with its reason, and nothing reached Orthanc
-    assert response.status_code == 422
-    refused = {item["file"]: item["reason"] for item in response.json()["refused"]}
+    refused = {item["file"]: item["reason"] for item in summary["refused"]}
     assert set(refused) == {"bomb.zip", "slip.zip"}
     assert "zip bomb" in refused["bomb.zip"]
     assert "unsafe path '../../etc/IM1'" in refused["slip.zip"]
-    assert response.json()["studies"] == []
+    assert summary["studies"] == []
     assert _orthanc_instance_count(clinic) == 0
     # and each is recorded as a Security Alert (110113)
     alerts = _security_alerts(clinic)
@@ -283,15 +368,15 @@ def test_a_zip_bomb_and_a_zip_slip_are_refused_with_a_security_alert_and_nothing
 
 
 @pytest.mark.orthanc
-def test_when_every_file_is_refused_the_answer_is_422_with_the_reasons(client, clinic):
+def test_when_every_file_is_refused_the_summary_gives_each_reason_and_nothing_is_stored(client, clinic):
     # given a text file picked on its own (not beside images in a folder) and a damaged slice
     _signed_in(client, clinic)
     batch_id = _batch(client)
     _send(client, batch_id, "notes.txt", b"not an image\n")
     _send(client, batch_id, "IM1", _slices(1)[0][:300])
-    response = _finish(client, batch_id)
-    assert response.status_code == 422
-    reasons = {item["file"]: item["reason"] for item in response.json()["refused"]}
+    summary = _finish(client, clinic, batch_id)
+    assert summary["studies"] == [] and summary["skipped"] == [] and summary["failed"] == []
+    reasons = {item["file"]: item["reason"] for item in summary["refused"]}
     assert reasons["notes.txt"].startswith("not a DICOM file")
     assert "IM1" in reasons
     assert _orthanc_instance_count(clinic) == 0
@@ -373,9 +458,8 @@ def test_a_16_mib_chunk_is_streamed_to_disk_and_a_bigger_one_is_refused(client, 
     assert _put(client, batch_id, file_id, len(blob), b"x").json()["status"] == "received"
     assert next(upload_dir.rglob("*.part")).read_bytes() == blob + b"x"
     # and on finish it is skipped as a folder extra, which is no failure
-    response = _finish(client, batch_id)
-    assert response.status_code == 200
-    assert response.json()["skipped"] == [{"file": "CD/viewer.bin", "reason": "not a DICOM file"}]
+    summary = _finish(client, clinic, batch_id)
+    assert summary["skipped"] == [{"file": "CD/viewer.bin", "reason": "not a DICOM file"}]
 
 
 # --- who may upload ---------------------------------------------------------------------------------------------
@@ -399,6 +483,7 @@ def test_a_staff_batch_cannot_be_continued_by_a_radiologist_of_the_clinic(client
     _signed_in(radiologist, clinic, role=Role.RADIOLOGIST)
     assert _declare(radiologist, batch_id, "IM1", 10).status_code == 403
     assert radiologist.post(f"{API}{batch_id}/finish", content_type="application/json").status_code == 403
+    assert radiologist.get(f"{API}{batch_id}").status_code == 403
     with tenant_context(tenant_ids=[clinic.pk]):
         assert UploadFile.objects.filter(batch_id=batch_id).count() == 0
         assert UploadBatch.objects.get(pk=batch_id).status == UploadStatus.OPEN
@@ -441,6 +526,7 @@ def test_another_clinics_batch_or_file_is_the_same_404_as_a_missing_one(client):
                 other.post(f"{API}{batch_id}/finish", content_type="application/json"),
                 other.post(f"{API}{missing}/finish", content_type="application/json"),
             ),
+            (other.get(f"{API}{batch_id}"), other.get(f"{API}{missing}")),
         ]
         # then each answer is exactly that of an id that does not exist
         for theirs, nobodys in answers:
@@ -464,6 +550,7 @@ def test_the_upload_page_offers_labelled_pickers_to_clinic_staff(client):
     assert response.status_code == 200
     assert '<label for="upload-files-input">Choose files</label>' in page
     assert '<label for="upload-folder-input">Choose a folder</label>' in page
+    assert '<label for="upload-processing-progress">Processed</label>' in page
     assert "webkitdirectory" in page and "upload.js" in page
     assert "csrftoken" in response.cookies
 
