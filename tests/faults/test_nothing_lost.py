@@ -2,57 +2,40 @@
 
 Each fault test sends 500 instances (10 CT studies of 50 slices) by STOW-RS while the fault
 happens, lets the platform recover, then checks what the sender was told against Orthanc,
-the index and the S3 archive (see `assert_nothing_lost`).
+the index and the S3 archive (see `assert_nothing_lost`). The C-STORE path is in
+test_nothing_lost_cstore.py.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
 
 from tests.faults.conftest import (
+    FAULT_AT,
     PROCESSING_FAILURE,
+    RESTART_AFTER_SECONDS,
+    S3_OUTAGE_SECONDS,
     StowSender,
     archived_count,
     assert_nothing_lost,
-    record_result,
-    synthetic_studies,
+    kill_9_tenant_orthanc,
     wait_for,
 )
 
 # Archiving 500 instances takes minutes on two busy cores; the default 300 s is too tight.
 pytestmark = [pytest.mark.faults, pytest.mark.orthanc, pytest.mark.timeout(480)]
 
-STUDIES, SLICES = 10, 50
-# Past the first batches, so the fault lands in the middle of the send.
-FAULT_AT = 150
-RESTART_AFTER_SECONDS = 2
-S3_OUTAGE_SECONDS = 30
-
-
-@pytest.fixture(scope="module")
-def instances() -> dict[str, bytes]:
-    # Each test has its own clinic (own Orthanc, index rows and bucket), so the same bytes serve all.
-    return synthetic_studies(studies=STUDIES, slices=SLICES)
-
 
 @pytest.fixture
-def send(platform, request):
-    """Start a sender for a clinic; the test's outcome is logged to var/test/faults/results.log."""
-    started = time.monotonic()
-    senders: list[StowSender] = []
+def send(platform, start_sender):
+    """Start a STOW-RS sender for a clinic."""
 
     def start(tenant, token, instances: dict[str, bytes]) -> StowSender:
-        sender = StowSender(url=platform.url, slug=tenant.slug, token=token, instances=instances)
-        sender.start()
-        senders.append(sender)
-        return sender
+        return start_sender(StowSender(url=platform.url, slug=tenant.slug, token=token, instances=instances))
 
-    yield start
-    record_result(request.node.name, senders, started)
+    return start
 
 
 def test_kill_9_of_the_web_process_mid_send_loses_nothing(platform, instances, send):
@@ -92,21 +75,13 @@ def test_kill_9_of_the_celery_worker_mid_send_loses_nothing(platform, instances,
 
 
 def test_kill_9_of_the_tenant_orthanc_mid_send_loses_nothing(platform, instances, send):
-    from tenants.orthanc import orthanc_driver, orthanc_spec
-
     # given a clinic receiving 500 instances
     tenant, token = platform.tenant_with_token()
-    driver = orthanc_driver()
     sender = send(tenant, token, instances)
     # when the clinic's Orthanc is killed mid-send and its supervisor starts it again two seconds later
     sender.wait_for_progress(FAULT_AT)
-    pid = int(driver.pid_path(tenant.slug).read_text().strip())
     sender.wait_mid_request()
-    try:
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(RESTART_AFTER_SECONDS)
-    finally:
-        driver.ensure_running(orthanc_spec(tenant))
+    kill_9_tenant_orthanc(tenant, down_for=RESTART_AFTER_SECONDS)
     sender.finish()
     # then the platform told the sender which parts it could not store (0x0110), never a server error
     assert sender.failure_reasons[PROCESSING_FAILURE] > 0, sender.summary()
@@ -122,21 +97,8 @@ def test_s3_stopped_for_30_seconds_mid_send_loses_nothing(platform, instances, s
     sender = send(tenant, token, instances)
     sender.wait_for_progress(FAULT_AT)
     wait_for(lambda: archived_count(tenant) > 0, timeout=60, interval=0.2, what="the archive to start")
-    # when the S3 server is gone for 30 seconds mid-send, in both ways a server fails: first it hangs
-    # (SIGSTOP: connections are accepted and never answered), then it dies (kill -9: the hung uploads
-    # break, new connections are refused, which drives the archive's retries), and 30 s after it
-    # first stopped it is back, started with the same command line and data directory.
-    # A restarted `rclone serve s3` forgets the ChecksumSHA256 of the objects stored before (it keeps
-    # them in memory only): harmless here, since the archive checks the checksum only right after
-    # its own upload, and the checks below hash the archived bytes themselves.
-    platform.s3.pause()
-    try:
-        time.sleep(S3_OUTAGE_SECONDS / 2)
-        platform.s3.kill()
-        time.sleep(S3_OUTAGE_SECONDS / 2)
-    finally:
-        platform.s3.resume()
-        platform.s3.ensure_running()
+    # when the S3 server is gone for 30 seconds mid-send (hung, then dead, then back)
+    platform.stop_s3_for(S3_OUTAGE_SECONDS)
     sender.finish()
     # then ingest never depended on S3
     assert len(sender.acknowledged) == len(instances), sender.summary()
