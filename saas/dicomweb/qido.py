@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -52,11 +53,12 @@ class Attribute:
     match: Match | None
     value: Callable[[Any, Answer], Any]
 
-    @property
+    # Looked up once: an answer of 1000 instances asks each attribute for its tag and VR 1000 times.
+    @cached_property
     def tag(self) -> str:
         return f"{tag_for_keyword(self.keyword):08X}"
 
-    @property
+    @cached_property
     def vr(self) -> str:
         return dictionary_VR(self.keyword)
 
@@ -133,6 +135,7 @@ _BY_KEYWORD = {attribute.keyword: attribute for attribute in ATTRIBUTES}
 _LEVEL_ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
 # RetrieveURL belongs to whichever level is being answered.
 _RETRIEVE_URL = "RetrieveURL"
+_RETRIEVE_URL_TAG = f"{tag_for_keyword(_RETRIEVE_URL):08X}"
 
 # Returned without being asked for (PS3.18 tables 6.7.1-2, -2a, -2b, plus the description and counts
 # that every study list shows). Study attributes ride along on series and instance answers when the
@@ -415,5 +418,5 @@ def row_as_dicom_json(row, *, level: Level, keywords: list[str], answer: Answer)
         dataset[attribute.tag] = _element(attribute.vr, value)
     url = {Level.STUDY: _study_url, Level.SERIES: _series_url}.get(level)
     retrieve_url = url(row, answer) if url else f"{_series_url(row, answer)}/instances/{row.sop_instance_uid}"
-    dataset[f"{tag_for_keyword(_RETRIEVE_URL):08X}"] = _element("UR", retrieve_url)
+    dataset[_RETRIEVE_URL_TAG] = _element("UR", retrieve_url)
     return dict(sorted(dataset.items()))

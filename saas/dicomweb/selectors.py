@@ -5,8 +5,13 @@ from __future__ import annotations
 from django.http import Http404
 
 from saas.studies.models import Instance, Series, Study
+from tenants.access import DECISION_CACHE_SECONDS, DecisionCache
 from tenants.models import Tenant
 from tenants.viewsets import NOT_FOUND_MESSAGE
+
+# (tenant id, StudyInstanceUID) -> the study row (with its patient) that a retrieval last found; see
+# saas.dicomweb.views._study_lookup for what it may be trusted with.
+study_cache = DecisionCache(ttl=DECISION_CACHE_SECONDS)
 
 
 def study_by_uid(*, tenant: Tenant, study_instance_uid: str) -> Study:

@@ -4,7 +4,9 @@ Every request is checked the same way (a session or a `studies:read` token; a pa
 or a valid radiologist credential in that clinic; UIDs resolved through the tenant-scoped index,
 so another clinic's UID is the same 404 as a missing one) and audited: searches across studies
 at once (110112), everything about one study through the per-window aggregation (110112 for
-queries, 110103 for retrievals) so no frame waits on the audit log.
+queries, 110103 for retrievals) so no frame waits on the audit log. WADO-RS reads reuse the actor's and
+the study's lookups for up to tenants.access.DECISION_CACHE_SECONDS, and open the tenant context only
+around what they do look up, so a frame usually costs no database round trip; the checks run every time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, parser_classes, renderer_classes
-from rest_framework.exceptions import APIException, NotAcceptable
+from rest_framework.exceptions import APIException, NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
@@ -34,20 +36,23 @@ from saas.dicomweb.qido import (
     query_rows,
     row_as_dicom_json,
 )
-from saas.dicomweb.selectors import representative_instance, series_by_uid, study_by_uid
+from saas.dicomweb.selectors import representative_instance, series_by_uid, study_by_uid, study_cache
 from saas.dicomweb.services import AccessNotAudited, dicomweb_access_record, study_bring_online
 from saas.dicomweb.stow import StowBodyParser, stow
-from saas.dicomweb.upstream import Relay, public_base_url, relay_open, relay_response
+from saas.dicomweb.upstream import Relay, accel_redirect_applies, public_base_url, relay_open, relay_response
 from saas.studies.models import Study
-from tenants.access import access_tenant_patient_data
+from tenants.access import access_tenant_patient_data, actor_tenant_context
 from tenants.enums import TokenScope
+from tenants.middleware import tenant_context_in_view
 from tenants.models import Tenant
 
 DICOM_JSON = "application/dicom+json"
 RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 RENDERED_PARAMETERS = frozenset({"window", "viewport", "quality"})
 THUMBNAIL_VIEWPORT = "128,128"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _FRAMES_RE = re.compile(r"^[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}$")
+_SYNTAX_RE = re.compile(r"^(\*|[0-9]+(\.[0-9]+){1,30})$")
 _VIEWPORT_RE = re.compile(r"^[1-9][0-9]{0,3},[1-9][0-9]{0,3}$")
 
 
@@ -64,6 +69,11 @@ class AnyAcceptNegotiation(DefaultContentNegotiation):
     refusals are rendered as JSON."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
+        accept = request.META.get("HTTP_ACCEPT", "")
+        if "json" not in accept and "*" not in accept and not format_suffix and "format" not in request.GET:
+            # A frame's or an image's Accept names no JSON renderer: what negotiation would end in below,
+            # without raising and catching NotAcceptable on every frame.
+            return renderers[0], renderers[0].media_type
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except NotAcceptable:
@@ -82,13 +92,46 @@ def _dicomweb(methods: list[str]):
     return decorate
 
 
+def _retrieval(function):
+    """A WADO-RS GET: opens the actor's tenant context only around the database work it does, which is
+    none when the study's lookup is cached (see _study), so a frame costs no transaction."""
+    return tenant_context_in_view(_dicomweb(["GET"])(function))
+
+
 def _tenant(request, slug: str) -> Tenant:
     return access_tenant_patient_data(request.actor, slug, scope=TokenScope.STUDIES_READ)
 
 
+def _study_lookup(request, tenant: Tenant, study_instance_uid: str, *, fresh: bool = False) -> Study:
+    """The clinic's indexed study with this UID, reused for up to DECISION_CACHE_SECONDS (tenants.access).
+
+    The actor's access to the clinic is checked on every request before this (_tenant); what is reused
+    is only which row of that clinic's index the UID names. A 404 is never cached, and the key holds
+    the clinic, so another clinic's UID is looked up (and missed) in the asker's clinic every time.
+    """
+    key = (tenant.pk, study_instance_uid)
+    study = None if fresh else study_cache.get(key)
+    if study is None:
+        with actor_tenant_context(request.actor):
+            study = study_by_uid(tenant=tenant, study_instance_uid=study_instance_uid)
+        study_cache.put(key, study)
+    return study
+
+
 def _study(request, slug: str, study_instance_uid: str) -> tuple[Tenant, Study]:
     tenant = _tenant(request, slug)
-    return tenant, study_by_uid(tenant=tenant, study_instance_uid=study_instance_uid)
+    return tenant, _study_lookup(request, tenant, study_instance_uid)
+
+
+def _online(request, tenant: Tenant, study: Study) -> Study:
+    if study.evicted_at is None:
+        return study
+    with actor_tenant_context(request.actor):
+        restored = study_bring_online(tenant=tenant, study=study)
+        # Read again with its patient while the context is open: the audit below needs both.
+        study = study_by_uid(tenant=tenant, study_instance_uid=restored.study_instance_uid)
+    study_cache.put((tenant.pk, study.study_instance_uid), study)
+    return study
 
 
 # QIDO-RS -------------------------------------------------------------------------------------
@@ -229,6 +272,27 @@ def _multipart_accept(request, part_type: str) -> str:
     return f'multipart/related; type="{part_type}"; transfer-syntax=*'
 
 
+def _single_part_syntax(request) -> str | None:
+    """For `Accept: application/octet-stream[; transfer-syntax=...]` first: the transfer syntax of the single-part
+    answer (PS3.18 8.7.3; Explicit VR Little Endian unless named, `*` as stored), else None (multipart).
+
+    Cornerstone's loader scans a multipart answer for its boundary byte by byte in the browser's main thread;
+    a single part spares it that for every frame of a stack.
+    """
+    media_range = request.headers.get("Accept", "").split(",")[0]
+    media_type, _, rest = media_range.partition(";")
+    if media_type.strip().lower() != "application/octet-stream":
+        return None
+    for parameter in rest.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "transfer-syntax" and value.strip().strip('"'):
+            syntax = value.strip().strip('"')
+            if not _SYNTAX_RE.fullmatch(syntax):
+                raise NotAcceptable("transfer-syntax is a UID (e.g. 1.2.840.10008.1.2.1) or *.")
+            return syntax
+    return EXPLICIT_VR_LITTLE_ENDIAN
+
+
 def _wants_gzip(request) -> bool:
     for coding in request.headers.get("Accept-Encoding", "").split(","):
         name, _, parameters = coding.strip().partition(";")
@@ -267,9 +331,18 @@ def _serve(request, tenant: Tenant, study: Study, relay: Relay, counts: dict[str
             response[name] = value
         return response
     # A browser revalidating its copy does not bring an evicted study back; serving bytes does.
-    study = study_bring_online(tenant=tenant, study=study)
+    study = _online(request, tenant, study)
     # Orthanc answers first, so only what is actually served is counted as accessed.
-    upstream = relay_open(request, tenant, relay)
+    try:
+        upstream = relay_open(request, tenant, relay)
+    except NotFound:
+        # The study may have been evicted after its lookup was cached: bring it back rather than
+        # answer 404 for images the index holds; anything else missing stays the same 404.
+        current = _study_lookup(request, tenant, study.study_instance_uid, fresh=True)
+        if current.evicted_at is None:
+            raise
+        study = _online(request, tenant, current)
+        upstream = relay_open(request, tenant, relay)
     try:
         dicomweb_access_record(
             actor=request.actor, tenant=tenant, study=study, event_id=AuditEventId.INSTANCES_ACCESSED, counts=counts
@@ -340,23 +413,24 @@ _WADO_RESPONSES = {(200, "multipart/related"): bytes}
 
 
 @extend_schema(summary="WADO-RS: metadata of a study", responses={(200, DICOM_JSON): dict})
-@_dicomweb(["GET"])
+@_retrieval
 def study_metadata(request, slug: str, study_instance_uid: str):
     return _metadata(request, slug, study_instance_uid, f"/dicom-web/studies/{study_instance_uid}", "study_metadata")
 
 
 @extend_schema(summary="WADO-RS: rendered study", responses={(200, "image/jpeg"): bytes})
-@_dicomweb(["GET"])
+@_retrieval
 def study_rendered(request, slug: str, study_instance_uid: str):
     path = f"/dicom-web/studies/{study_instance_uid}"
     return _rendered(request, slug, study_instance_uid, path, key=None, thumbnail=False, kind="rendered")
 
 
 @extend_schema(summary="WADO-RS: thumbnail of a study (its first series' middle image)")
-@_dicomweb(["GET"])
+@_retrieval
 def study_thumbnail(request, slug: str, study_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
-    instance = representative_instance(study=study)
+    with actor_tenant_context(request.actor):
+        instance = representative_instance(study=study)
     return _instance_thumbnail(request, tenant, study, instance.series.series_instance_uid, instance.sop_instance_uid)
 
 
@@ -374,7 +448,7 @@ def _instance_thumbnail(request, tenant, study, series_instance_uid, sop_instanc
 
 
 @extend_schema(summary="WADO-RS: retrieve a series", responses=_WADO_RESPONSES)
-@_dicomweb(["GET"])
+@_retrieval
 def series_retrieve(request, slug: str, study_instance_uid: str, series_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
     relay = Relay(
@@ -386,29 +460,30 @@ def series_retrieve(request, slug: str, study_instance_uid: str, series_instance
 
 
 @extend_schema(summary="WADO-RS: metadata of a series", responses={(200, DICOM_JSON): dict})
-@_dicomweb(["GET"])
+@_retrieval
 def series_metadata(request, slug: str, study_instance_uid: str, series_instance_uid: str):
     path = _series_path(study_instance_uid, series_instance_uid)
     return _metadata(request, slug, study_instance_uid, path, "series_metadata")
 
 
 @extend_schema(summary="WADO-RS: rendered series", responses={(200, "image/jpeg"): bytes})
-@_dicomweb(["GET"])
+@_retrieval
 def series_rendered(request, slug: str, study_instance_uid: str, series_instance_uid: str):
     path = _series_path(study_instance_uid, series_instance_uid)
     return _rendered(request, slug, study_instance_uid, path, key=None, thumbnail=False, kind="rendered")
 
 
 @extend_schema(summary="WADO-RS: thumbnail of a series (its middle image)")
-@_dicomweb(["GET"])
+@_retrieval
 def series_thumbnail(request, slug: str, study_instance_uid: str, series_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
-    instance = representative_instance(study=study, series_instance_uid=series_instance_uid)
+    with actor_tenant_context(request.actor):
+        instance = representative_instance(study=study, series_instance_uid=series_instance_uid)
     return _instance_thumbnail(request, tenant, study, series_instance_uid, instance.sop_instance_uid)
 
 
 @extend_schema(summary="WADO-RS: retrieve an instance", responses=_WADO_RESPONSES)
-@_dicomweb(["GET"])
+@_retrieval
 def instance_retrieve(request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
     relay = Relay(
@@ -420,14 +495,14 @@ def instance_retrieve(request, slug: str, study_instance_uid: str, series_instan
 
 
 @extend_schema(summary="WADO-RS: metadata of an instance", responses={(200, DICOM_JSON): dict})
-@_dicomweb(["GET"])
+@_retrieval
 def instance_metadata(request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str):
     path = _instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
     return _metadata(request, slug, study_instance_uid, path, "instance_metadata")
 
 
 @extend_schema(summary="WADO-RS: rendered instance", responses={(200, "image/jpeg"): bytes})
-@_dicomweb(["GET"])
+@_retrieval
 def instance_rendered(request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str):
     path = _instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
     key = f"{sop_instance_uid}/rendered"
@@ -435,7 +510,7 @@ def instance_rendered(request, slug: str, study_instance_uid: str, series_instan
 
 
 @extend_schema(summary="WADO-RS: thumbnail of an instance")
-@_dicomweb(["GET"])
+@_retrieval
 def instance_thumbnail(request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
     return _instance_thumbnail(request, tenant, study, series_instance_uid, sop_instance_uid)
@@ -448,23 +523,32 @@ def _frames(frames: str) -> str:
 
 
 @extend_schema(summary="WADO-RS: frames of an instance (stored or requested transfer syntax)")
-@_dicomweb(["GET"])
+@_retrieval
 def instance_frames(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, frames: str
 ):
     frames = _frames(frames)
+    single_part_syntax = _single_part_syntax(request)
+    if single_part_syntax is not None and "," in frames:
+        raise NotAcceptable("A single-part answer holds one frame; ask for multipart/related to get several.")
     tenant, study = _study(request, slug, study_instance_uid)
-    relay = Relay(
-        path=f"{_instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)}/frames/{frames}",
-        accept=_multipart_accept(request, "application/octet-stream"),
-        rewrite_urls=True,
-        headers=_immutable(request, f"{sop_instance_uid}/frames/{frames}"),
-    )
+    path = f"{_instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)}/frames/{frames}"
+    headers = _immutable(request, f"{sop_instance_uid}/frames/{frames}")
+    if single_part_syntax is not None:
+        # Orthanc answers multipart only, so Django unwraps its one part. Behind nginx the bytes are worth more
+        # off the web process than one scan in the browser: nginx serves the multipart form, which the viewer
+        # reads as well (HTTP lets a server answer another type than the one asked for).
+        accept = f'multipart/related; type="application/octet-stream"; transfer-syntax={single_part_syntax}'
+        single_part = not accel_redirect_applies(request)
+        relay = Relay(path=path, accept=accept, headers=headers, rewrite_urls=not single_part, single_part=single_part)
+    else:
+        accept = _multipart_accept(request, "application/octet-stream")
+        relay = Relay(path=path, accept=accept, rewrite_urls=True, headers=headers)
     return _serve(request, tenant, study, relay, counts={"frames": frames.count(",") + 1})
 
 
 @extend_schema(summary="WADO-RS: rendered frames", responses={(200, "image/jpeg"): bytes})
-@_dicomweb(["GET"])
+@_retrieval
 def frames_rendered(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, frames: str
 ):
@@ -475,7 +559,7 @@ def frames_rendered(
 
 
 @extend_schema(summary="WADO-RS: thumbnail of a frame")
-@_dicomweb(["GET"])
+@_retrieval
 def frames_thumbnail(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, frames: str
 ):
@@ -489,7 +573,7 @@ _BULK_RE = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*$")
 
 
 @extend_schema(summary="WADO-RS: bulk data, as announced by BulkDataURI in the metadata")
-@_dicomweb(["GET"])
+@_retrieval
 def instance_bulkdata(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, tag_path: str
 ):
@@ -548,6 +632,7 @@ def dicomweb_studies(request, slug: str):
     request={"multipart/related": bytes},
     responses=_STOW_RESPONSES,
 )
+@tenant_context_in_view
 @api_view(["GET", "POST"])
 @parser_classes([StowBodyParser])
 @renderer_classes([JSONRenderer, DicomJsonRenderer])

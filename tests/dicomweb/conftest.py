@@ -10,11 +10,13 @@ import redis
 from django.conf import settings as django_settings
 
 from saas.audit import aggregation
+from saas.dicomweb.selectors import study_cache
 from saas.studies.models import Instance, Patient, Series, Study
 from saas.studies.services import orthanc_sync
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
 from tenants.enums import TokenScope
+from tenants.middleware import actor_cache
 from tenants.services import tenant_create
 from tests.factories import api_token
 from tests.studies.conftest import stow
@@ -33,6 +35,16 @@ def audit_namespace(settings):
         client.delete(*keys)
     # Nothing of a rolled-back test is written to the audit log when pytest exits.
     aggregation._touched.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_decision_caches():
+    """What one test's reads cached is never another test's (its tokens, people and studies are rolled back)."""
+    actor_cache.clear()
+    study_cache.clear()
+    yield
+    actor_cache.clear()
+    study_cache.clear()
 
 
 def index_orthanc(tenant) -> None:

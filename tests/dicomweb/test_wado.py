@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from saas.dicomweb.multipart import iter_parts
+from saas.dicomweb.selectors import study_cache
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Study
 from saas.studies.services import study_evict
@@ -85,6 +86,36 @@ def test_frames_stream_the_stored_pixels_with_private_cache_headers_and_an_etag(
     assert again.status_code == 304 and again["ETag"] == etag and again.content == b""
     other_frame_etag = client.get(f"{clinic.instance_path(1)}/frames/1", **clinic.auth())["ETag"]
     assert other_frame_etag != etag
+
+
+def test_a_frame_asked_for_as_application_octet_stream_comes_as_a_single_part(client, clinic_with_ct):
+    clinic = clinic_with_ct
+    path = f"{clinic.instance_path(1)}/frames/1"
+    # when a viewer asks for the frame alone, in whatever syntax it is stored
+    single = client.get(path, HTTP_ACCEPT="application/octet-stream; transfer-syntax=*", **clinic.auth())
+    # then the pixels are the whole body, typed with their transfer syntax and announced by length
+    assert single.status_code == 200 and single.streaming
+    assert single["Content-Type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    pixels = _body(single)
+    assert pixels == clinic.datasets[1].PixelData and int(single["Content-Length"]) == len(pixels)
+    assert single["Cache-Control"].startswith("private, max-age=")
+    # it is cached apart from the multipart answer of the same frame
+    multipart = client.get(path, **clinic.auth())
+    assert multipart["Content-Type"].startswith("multipart/related") and multipart["ETag"] != single["ETag"]
+    # without a transfer syntax the default is Explicit VR Little Endian, as stored here
+    default = client.get(path, HTTP_ACCEPT="application/octet-stream", **clinic.auth())
+    assert _body(default) == clinic.datasets[1].PixelData
+    # several frames cannot be one part, and a transfer syntax must be a UID
+    several = client.get(
+        f"{clinic.instance_path(1)}/frames/1,2", HTTP_ACCEPT="application/octet-stream", **clinic.auth()
+    )
+    assert several.status_code == 406 and "multipart/related" in several.json()["detail"]
+    odd = client.get(path, HTTP_ACCEPT="application/octet-stream; transfer-syntax=jpeg", **clinic.auth())
+    assert odd.status_code == 406 and "transfer-syntax" in odd.json()["detail"]
+    jpeg = client.get(
+        path, HTTP_ACCEPT="application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50", **clinic.auth()
+    )
+    assert jpeg.status_code in (400, 406) and "transfer syntax" in jpeg.json()["detail"]
 
 
 def test_frames_honour_the_requested_transfer_syntax_and_refuse_what_cannot_be_made(client, clinic_with_ct):
@@ -182,6 +213,14 @@ def test_with_accel_redirect_nginx_serves_the_bytes_after_django_authorised(clie
     assert response["X-Readroom-Orthanc-Authorization"].startswith("Basic ")
     assert response["X-Readroom-Orthanc-Origin"].startswith("http://127.0.0.1:")
     assert response["Cache-Control"].startswith("private, max-age=") and response["ETag"]
+    # a frame asked for as a single part is left to nginx too, in the multipart form Orthanc makes
+    single = client.get(
+        f"{clinic.instance_path(0)}/frames/1", HTTP_ACCEPT="application/octet-stream; transfer-syntax=*", **via_nginx
+    )
+    assert single["X-Accel-Redirect"].endswith("/frames/1") and single.content == b""
+    assert (
+        single["X-Readroom-Orthanc-Accept"] == 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    )
     thumbnail = client.get(f"{clinic.instance_path(0)}/thumbnail", **via_nginx)
     assert thumbnail["X-Accel-Redirect"].endswith("/rendered?viewport=128,128")
     # metadata is rewritten by Django, so it is still streamed from here
@@ -190,8 +229,10 @@ def test_with_accel_redirect_nginx_serves_the_bytes_after_django_authorised(clie
 
 
 def test_an_evicted_study_is_rehydrated_from_s3_on_first_retrieval(
-    client, unique_slug, django_capture_on_commit_callbacks
+    client, unique_slug, django_capture_on_commit_callbacks, monkeypatch
 ):
+    # The platform's lookup of the study stays fresh however slow this test runs.
+    monkeypatch.setattr(study_cache, "clock", lambda: 0.0)
     # given a study that was completed, archived to S3 and evicted from the clinic's Orthanc
     tenant, _ = tenant_create(slug=unique_slug("evict"), name="Evicting Clinic")
     _, write = api_token(tenant=tenant, scopes=[TokenScope.STUDIES_WRITE])
@@ -201,11 +242,13 @@ def test_an_evicted_study_is_rehydrated_from_s3_on_first_retrieval(
     pipeline = Pipeline(tenant, django_capture_on_commit_callbacks)
     pipeline.sync_until_completed(1)
     assert pipeline.archive_all() == 2
+    base = f"/dicomweb/{tenant.slug}/studies/{datasets[0].StudyInstanceUID}"
+    frame = f"{base}/series/{datasets[0].SeriesInstanceUID}/instances/{datasets[1].SOPInstanceUID}/frames/1"
+    # (read once while it is online, so the platform holds its lookup from before the eviction)
+    assert client.get(frame, HTTP_AUTHORIZATION=f"Bearer {read}").status_code == 200
     with tenant_context(tenant_ids=[tenant.pk]):
         study = Study.objects.get(study_instance_uid=datasets[0].StudyInstanceUID)
         assert study.status == StudyStatus.ARCHIVED and study_evict(tenant=tenant, study=study)
-    base = f"/dicomweb/{tenant.slug}/studies/{datasets[0].StudyInstanceUID}"
-    frame = f"{base}/series/{datasets[0].SeriesInstanceUID}/instances/{datasets[1].SOPInstanceUID}/frames/1"
     # when a reader asks for a frame
     response = client.get(frame, HTTP_AUTHORIZATION=f"Bearer {read}")
     # then the study comes back from the archive first and the frame is served

@@ -1,0 +1,72 @@
+"""The relay to a tenant's Orthanc: URLs rewritten across chunk seams, kept-alive connections reused safely."""
+
+import random
+import time
+
+import pytest
+
+from saas.dicomweb import upstream
+from saas.dicomweb.upstream import ORTHANC_URL_PREFIX, orthanc_open, rewrite_chunks
+
+NEW_PREFIX = b"https://readroom.example.org/dicomweb/clinic/"
+
+
+def _split(body: bytes, sizes: list[int]) -> list[bytes]:
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(body[start : start + size])
+        start += size
+    return chunks + [body[start:]]
+
+
+def test_rewriting_finds_every_url_whatever_the_chunk_seams():
+    # given a body with the placeholder URL at both ends, side by side, and across every kind of seam
+    body = ORTHANC_URL_PREFIX + b"x" * 300 + ORTHANC_URL_PREFIX + ORTHANC_URL_PREFIX + b"y" * 50 + ORTHANC_URL_PREFIX
+    expected = body.replace(ORTHANC_URL_PREFIX, NEW_PREFIX)
+    randomly = random.Random(20261130)
+    splits = [[len(body)], [1] * len(body), [10, 20, 30], [43, 1, 43, 1]]
+    splits += [[randomly.randint(0, 90) for _ in range(12)] for _ in range(300)]
+    for sizes in splits:
+        # when it streams in those chunks, then the result is the whole-body replacement
+        assert b"".join(rewrite_chunks(iter(_split(body, sizes)), ORTHANC_URL_PREFIX, NEW_PREFIX)) == expected
+
+
+def test_a_chunk_without_the_url_goes_out_untouched():
+    pixels = [bytes(range(256)) * 1024, bytes(256 * 1024)]
+    out = list(rewrite_chunks(iter(pixels), ORTHANC_URL_PREFIX, NEW_PREFIX))
+    assert out == pixels and all(sent is original for sent, original in zip(out, pixels, strict=True))
+
+
+@pytest.mark.django_db
+@pytest.mark.orthanc
+def test_connections_are_kept_alive_replaced_when_orthanc_closed_them_and_dropped_when_abandoned(clinic_with_ct):
+    clinic = clinic_with_ct
+    frame = (
+        f"/dicom-web/studies/{clinic.study_uid}/series/{clinic.series_uid}"
+        f"/instances/{clinic.datasets[0].SOPInstanceUID}/frames/1"
+    )
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    pool = upstream._pool(clinic.tenant)
+
+    pixels = clinic.datasets[0].PixelData
+
+    def read_all() -> bool:
+        response = orthanc_open(clinic.tenant, frame, accept=accept)
+        try:
+            return pixels in b"".join(response.iter_raw(upstream.CHUNK_BYTES))
+        finally:
+            response.close()
+
+    # a frame read to its end leaves its connection for the next request, which takes it
+    assert read_all() and len(pool._idle) == 1
+    kept = pool._idle[0]
+    assert read_all() and pool._idle == [kept]
+    # Orthanc closes idle connections after its keep-alive timeout: the next request does not notice
+    time.sleep(2.5)
+    assert read_all() and len(pool._idle) == 1 and pool._idle[0] is not kept
+    # a body abandoned half-way (the reader went away) never goes back to the pool
+    response = orthanc_open(clinic.tenant, frame, accept=accept)
+    next(response.iter_raw(1024))
+    response.close()
+    assert pool._idle == []
+    assert read_all()
