@@ -9,7 +9,7 @@ from saas.ai.apis import AnalysisViewSet
 from saas.audit.apis import AuditEventListApi
 from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
-from saas.portal.viewer import viewer_page
+from saas.portal.viewer import viewer_findings, viewer_page
 from saas.portal.views import home, study_list, tenant_switch
 from saas.studies.upload_apis import UploadBatchViewSet, UploadFileViewSet
 from saas.studies.views import upload_page
@@ -45,6 +45,7 @@ urlpatterns = [
     path("upload/", upload_page, name="upload"),
     path("studies/", study_list, name="study-list"),
     path("viewer/<slug:slug>/<str:study_instance_uid>/", viewer_page, name="viewer"),
+    path("viewer/<slug:slug>/<str:study_instance_uid>/findings.json", viewer_findings, name="viewer-findings"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),

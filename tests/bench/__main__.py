@@ -2,6 +2,7 @@
 
 Runs against the local stack that `make up` started (web process, Celery worker and beat included), with
 local settings. Each result says whether its target was met; a miss is printed, never tuned away.
+`BENCH_ONLY=name,name` runs a subset: a result's name, or a group (`ingest`, `dicomweb`, `viewer`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from saas.studies.synthetic import ct_series, dataset_bytes  # noqa: E402
 from tenants.enums import TokenScope  # noqa: E402
 from tenants.orthanc import orthanc_endpoint  # noqa: E402
 from tenants.services import api_token_create, tenant_create  # noqa: E402
+from tests.bench.ai import bench_ai  # noqa: E402
+from tests.bench.dicomweb import bench_frames, bench_metadata, bench_study  # noqa: E402
 from tests.bench.ingest import bench_ingest  # noqa: E402
 from tests.bench.results import Result  # noqa: E402
+from tests.bench.viewer import bench_viewer  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "200"))
 
@@ -173,17 +177,60 @@ def bench_qido() -> Result:
     )
 
 
+def _selected() -> set[str] | None:
+    names = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
+    return names or None
+
+
 def main() -> int:
+    only = _selected()
+
+    def wanted(group: str, *names: str) -> bool:
+        return only is None or group in only or any(name in only for name in names)
+
     stack_check()
     for warning in stack_staleness():
         print(warning, flush=True)
-    results = [bench_audit_record(), bench_qido()]
-    ingest_results, ingest_details = bench_ingest()
-    results += ingest_results
+    results: list[Result] = []
+    details: list[str] = []
+    if wanted("audit", "audit_record_p50_ms"):
+        results.append(bench_audit_record())
+    if wanted("qido", "qido_studies_p50_ms"):
+        results.append(bench_qido())
+    if wanted("ingest", "ingest_cstore", "ingest_stow", "study_complete_latency"):
+        ingest_results, ingest_details = bench_ingest()
+        results += ingest_results
+        details += ingest_details
+    # The DICOMweb and viewer benchmarks share one 500-slice CT (stored and indexed on the first run).
+    read_names = (
+        "dicomweb_metadata_ratio",
+        "dicomweb_frames_ratio",
+        "viewer_first_image_ms",
+        "viewer_series_loaded_ms",
+    )
+    if wanted("dicomweb", *read_names[:2]) or wanted("viewer", *read_names[2:]):
+        study = bench_study()
+        if wanted("dicomweb", "dicomweb_metadata_ratio"):
+            results.append(bench_metadata(study))
+        if wanted("dicomweb", "dicomweb_frames_ratio"):
+            results.append(bench_frames(study))
+        if wanted("viewer", *read_names[2:]):
+            viewer_results, viewer_details = bench_viewer(study)
+            results += viewer_results
+            details += viewer_details
+    if wanted("ai", "ai_ct_seconds", "ai_time_to_triage"):
+        everything = only is None or "ai" in only
+        ai_results, ai_details = bench_ai(
+            ct_seconds=everything or "ai_ct_seconds" in only, time_to_triage=everything or "ai_time_to_triage" in only
+        )
+        results += ai_results
+        details += ai_details
+    if not results:
+        raise SystemExit(f"BENCH_ONLY={os.environ.get('BENCH_ONLY')} names no benchmark")
     output = Path(settings.VAR_DIR) / "bench" / "results.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps([asdict(result) for result in results], indent=2) + "\n")
-    for line in ingest_details:
+    for line in details:
         print(line)
     print()
     print(f"{'name':<24} {'value':>10} {'unit':<6} {'baseline':>10} {'ratio':>7}  {'met':<5} target")

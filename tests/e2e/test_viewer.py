@@ -5,35 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 
-from saas.studies.services import orthanc_sync
 from saas.studies.synthetic import ct_series, dataset_bytes
-from tenants.context import tenant_context
 from tenants.enums import Role
 from tests.conftest import committed
-from tests.factories import PASSWORD, person
-from tests.studies.conftest import multipart_related
+from tests.e2e.viewing import canvas_pixel, screenshot, sign_in, store_and_index
+from tests.factories import person
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
 
 BUILT_VIEWER = Path(settings.BASE_DIR) / "frontend" / "dist" / "viewer.js"
 
 SLICES = 12
-# The grey (0-255) of the canvas pixel at the centre of the viewport, where the synthetic CT is exactly 40 HU.
-CENTRE_PIXEL = """() => {
-    const canvas = document.querySelector('[data-viewport] canvas');
-    const context = canvas.getContext('2d');
-    const [r, g, b] = context.getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
-    return [r, g, b];
-}"""
-
-
-def _screenshot(page, name: str) -> None:
-    target = Path(settings.VAR_DIR) / "e2e" / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target))
 
 
 def _clinic_with_ct(live_platform, prefix: str):
@@ -51,31 +35,13 @@ def _clinic_with_ct(live_platform, prefix: str):
         columns=64,
         noise_hu=0,
     )
-    body, content_type = multipart_related([dataset_bytes(dataset) for dataset in datasets])
-    response = requests.post(
-        f"{live_platform.url}/dicomweb/{tenant.slug}/studies",
-        data=body,
-        headers={"Content-Type": content_type, "Authorization": f"Bearer {token}", "Accept": "application/dicom+json"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-
-    def index():
-        with tenant_context(tenant_ids=[tenant.pk]):
-            orthanc_sync(tenant=tenant, on_archive=lambda instance: None, on_completed=lambda study, completion: None)
-
-    committed(index)
+    store_and_index(live_platform, tenant, token, [dataset_bytes(dataset) for dataset in datasets])
     return tenant, datasets[0].StudyInstanceUID
 
 
-def _sign_in(page, user) -> None:
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-
-
 def _grey(page) -> int:
-    r, g, b = page.evaluate(CENTRE_PIXEL)
+    # The grey (0-255) of the canvas pixel at the centre of the viewport, where the synthetic CT is exactly 40 HU.
+    r, g, b = canvas_pixel(page)
     assert r == g == b, "a CT is shown in greys"
     return r
 
@@ -89,7 +55,7 @@ def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live
     # when the radiologist follows the deep link, signs in and lands back on it
     page.goto(viewer_url)
     assert "/login/" in page.url
-    _sign_in(page, radiologist)
+    sign_in(page, radiologist)
     page.wait_for_url(f"{live_platform.url}{viewer_url}")
     # then the first image appears, and then the whole series is loaded
     root = page.locator("[data-viewer]")
@@ -106,14 +72,14 @@ def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live
     assert root.get_attribute("data-render") in ("gpu", "cpu")
     # and with the dataset's window (W400/L40) soft tissue at 40 HU is mid-grey
     assert abs(_grey(page) - 128) <= 15
-    _screenshot(page, "viewer-first-image.png")
+    screenshot(page, "viewer-first-image.png")
 
     # when the lung preset key is pressed, 40 HU turns near white (W1500/L-600 -> 236)
     page.keyboard.press("3")
     page.wait_for_function("document.querySelector('[data-overlay=window-level]').textContent === 'W 1500 / L -600'")
     page.wait_for_timeout(200)
     assert abs(_grey(page) - 236) <= 15
-    _screenshot(page, "viewer-lung-window.png")
+    screenshot(page, "viewer-lung-window.png")
     # and the abdomen button brings mid-grey back
     page.get_by_role("button", name="Abdomen").click()
     page.wait_for_function("document.querySelector('[data-overlay=window-level]').textContent === 'W 400 / L 40'")
@@ -138,7 +104,7 @@ def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live
     help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
     assert help_dialog.is_visible()
     assert "Lung window" in help_dialog.inner_text()
-    _screenshot(page, "viewer-help.png")
+    screenshot(page, "viewer-help.png")
     page.keyboard.press("Escape")
     assert help_dialog.is_hidden()
     assert root.get_attribute("data-viewer-state") == "ready"
@@ -151,7 +117,7 @@ def test_a_clinic_user_of_another_tenant_gets_the_not_found_page(page, page_erro
     other, _ = live_platform.tenant_with_token(prefix="e2e-viewer-other")
     stranger = committed(lambda: person(role=Role.CLINIC_STAFF, tenant=other))
     page.goto("/login/")
-    _sign_in(page, stranger)
+    sign_in(page, stranger)
     page.wait_for_url(f"{live_platform.url}/")
     # when they open the study's viewer URL, under either clinic's slug
     foreign = page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
@@ -161,5 +127,5 @@ def test_a_clinic_user_of_another_tenant_gets_the_not_found_page(page, page_erro
     assert foreign.status == via_own_slug.status == missing.status == 404
     assert page.get_by_role("heading", name="Not found").is_visible()
     assert "E2E-VIEW-1" not in page.content()
-    _screenshot(page, "viewer-not-found.png")
+    screenshot(page, "viewer-not-found.png")
     assert page_errors == []

@@ -30,8 +30,13 @@ export function initCornerstone(options: InitOptions = {}): Promise<void> {
     // 1. core
     coreInit();
     if (options.cpu || !browserHasWebGL2()) setUseCPURendering(true);
-    // 2. image loader: same-origin requests carry the session cookie; no extra headers needed.
-    dicomImageLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) });
+    // 2. image loader: same-origin requests carry the session cookie. Each frame is asked for as a single part
+    //    (PS3.18 8.7.3, one frame per request as the loader makes them), in the syntax it is stored in: the
+    //    loader's own multipart/related answer makes it scan every frame's bytes for the closing boundary.
+    dicomImageLoaderInit({
+      maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)),
+      beforeSend: () => ({ Accept: "application/octet-stream; transfer-syntax=*" }),
+    });
     // 3. tools
     toolsInit();
   })();

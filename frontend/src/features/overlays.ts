@@ -81,3 +81,5 @@ function imagePosition(stack: StackHandle, index: number): number | undefined {
   const plane = imageId ? (stack.viewport.getImageData()?.origin ?? undefined) : undefined;
   return plane ? plane[2] : undefined;
 }
+
+export type OverlayHandle = ReturnType<typeof setupOverlays>;

@@ -1,6 +1,11 @@
-// The series panel: one button per series of the study (QIDO-RS), with its thumbnail; clicking shows it.
+// The series panel: one button per series of the study (QIDO-RS), with its thumbnail; clicking shows it in the
+// active viewport, dragging it onto a viewport shows it there.
 import { seriesThumbnailUrl } from "../lib/api";
 import { type DicomJson, Tag, number, text } from "../lib/dicomJson";
+import { bySeriesNumber } from "../lib/seriesOrder";
+
+/** The drag payload a series button carries: its SeriesInstanceUID. */
+export const SERIES_DRAG_TYPE = "application/x-readroom-series";
 
 export function setupSeriesPanel(
   container: HTMLElement,
@@ -9,9 +14,7 @@ export function setupSeriesPanel(
   const list = document.createElement("ul");
   list.className = "series-list";
   const buttons: HTMLButtonElement[] = [];
-  const sorted = [...options.series].sort(
-    (a, b) => (number(a, Tag.SeriesNumber) ?? 0) - (number(b, Tag.SeriesNumber) ?? 0),
-  );
+  const sorted = bySeriesNumber(options.series);
   for (const series of sorted) {
     const uid = text(series, Tag.SeriesInstanceUID);
     const item = document.createElement("li");
@@ -20,6 +23,8 @@ export function setupSeriesPanel(
     button.dataset.seriesUid = uid;
     const image = document.createElement("img");
     image.alt = "";
+    // The button is dragged, not the picture inside it.
+    image.draggable = false;
     image.loading = "lazy";
     image.width = 96;
     image.height = 96;
@@ -35,6 +40,12 @@ export function setupSeriesPanel(
       .filter(Boolean)
       .join(" · ");
     button.append(image, label);
+    button.draggable = true;
+    button.addEventListener("dragstart", (event) => {
+      event.dataTransfer?.setData(SERIES_DRAG_TYPE, uid);
+      event.dataTransfer?.setData("text/plain", label.textContent ?? uid);
+      if (event.dataTransfer) event.dataTransfer.effectAllowed = "copy";
+    });
     button.addEventListener("click", () => {
       select(uid);
       options.onSelect(series);

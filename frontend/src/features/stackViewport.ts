@@ -1,40 +1,17 @@
-// One stack viewport: a rendering engine, a StackViewport on an element, and the tool group that
-// turns mouse input into window/level, zoom, pan and scroll. `setup` returns a handle; `teardown` frees it.
+// One stack viewport of the grid: a StackViewport on an element, drawn by the grid's rendering engine, that
+// shows a series first image first and then fetches the rest. `setup` returns a handle; `teardown` frees it.
 import {
   Enums as csEnums,
-  RenderingEngine,
+  type RenderingEngine,
   type StackViewport,
   type Types,
-  cache,
   imageLoader,
   utilities as csUtilities,
 } from "@cornerstonejs/core";
 import { wadors } from "@cornerstonejs/dicom-image-loader";
-import {
-  Enums as toolsEnums,
-  LengthTool,
-  PanTool,
-  StackScrollTool,
-  ToolGroupManager,
-  WindowLevelTool,
-  ZoomTool,
-  addTool,
-} from "@cornerstonejs/tools";
 import type { SeriesImage } from "../lib/imageIds";
 import { loadOrder } from "../lib/imageIds";
 import { type WindowLevel, fromVoiRange, toVoiRange } from "../lib/presets";
-
-const ENGINE_ID = "readroom-engine";
-const TOOL_GROUP_ID = "readroom-stack-tools";
-const { MouseBindings, KeyboardBindings } = toolsEnums;
-
-let toolsRegistered = false;
-
-function registerTools(): void {
-  if (toolsRegistered) return;
-  for (const tool of [WindowLevelTool, ZoomTool, PanTool, StackScrollTool, LengthTool]) addTool(tool);
-  toolsRegistered = true;
-}
 
 export interface LoadProgress {
   loaded: number;
@@ -44,8 +21,16 @@ export interface LoadProgress {
 
 export interface StackHandle {
   viewport: StackViewport;
+  viewportId: string;
   element: HTMLDivElement;
-  showSeries(images: SeriesImage[], onProgress: (progress: LoadProgress) => void): Promise<void>;
+  /** Resolves once the first image is drawn; `loaded` resolves when the rest is fetched (or superseded). */
+  showSeries(
+    images: SeriesImage[],
+    onProgress: (progress: LoadProgress) => void,
+    startIndex?: number,
+  ): Promise<{ loaded: Promise<void> }>;
+  /** Draws one image on its own (the likely first slice, before the series is known); showSeries replaces it. */
+  showImage(image: SeriesImage): Promise<void>;
   scrollBy(delta: number): void;
   jumpTo(index: number): void;
   setWindowLevel(windowLevel: WindowLevel): void;
@@ -56,11 +41,9 @@ export interface StackHandle {
   teardown(): void;
 }
 
-export function setupStackViewport(element: HTMLDivElement): StackHandle {
-  // 1. A rendering engine owns the (offscreen) WebGL context and draws into each viewport's canvas.
-  const engine = new RenderingEngine(ENGINE_ID);
-  const viewportId = "stack-1";
-  // 2. The element becomes a stack viewport; its canvas is created inside it.
+export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElement, viewportId: string): StackHandle {
+  // 1. The element becomes a stack viewport of the shared engine (one offscreen WebGL context draws every
+  //    viewport's canvas); its canvas is created inside it.
   engine.enableElement({
     viewportId,
     type: csEnums.ViewportType.STACK,
@@ -69,43 +52,30 @@ export function setupStackViewport(element: HTMLDivElement): StackHandle {
   });
   const viewport = engine.getViewport(viewportId) as StackViewport;
 
-  // 3. Tools: left drag W/L, right drag zoom, middle (or shift+left) drag pan, wheel scroll.
-  registerTools();
-  const group = ToolGroupManager.createToolGroup(TOOL_GROUP_ID);
-  if (!group) throw new Error("tool group already exists");
-  for (const tool of [WindowLevelTool, ZoomTool, PanTool, StackScrollTool, LengthTool]) group.addTool(tool.toolName);
-  group.addViewport(viewportId, ENGINE_ID);
-  group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
-  group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-  group.setToolActive(PanTool.toolName, {
-    bindings: [
-      { mouseButton: MouseBindings.Auxiliary },
-      { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift },
-    ],
-  });
-  group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-  group.setToolPassive(LengthTool.toolName);
+  // 2. The right button zooms (the grid's tool group), so the browser's context menu stays away.
   element.addEventListener("contextmenu", preventContextMenu);
-
-  const resizeObserver = new ResizeObserver(() => engine.resize(true, false));
-  resizeObserver.observe(element);
 
   let generation = 0;
   let invert = false;
 
-  async function showSeries(images: SeriesImage[], onProgress: (progress: LoadProgress) => void): Promise<void> {
+  async function showSeries(
+    images: SeriesImage[],
+    onProgress: (progress: LoadProgress) => void,
+    startIndex = 0,
+  ): Promise<{ loaded: Promise<void> }> {
     const mine = ++generation;
     // The loader reads each frame's attributes from the series metadata already fetched.
     for (const image of images) wadors.metaDataManager.add(image.imageId, image.metadata as never);
     const imageIds = images.map((image) => image.imageId);
-    const start = 0; // the series is ordered superior first; the radiologist starts at the top
+    // The series is ordered superior first and a radiologist starts at the top, unless a finding names a slice.
+    const start = Math.min(Math.max(startIndex, 0), imageIds.length - 1);
     invert = false;
-    // 4. setStack loads and renders the first image; only then are the others fetched.
+    // 3. setStack loads and renders the first image; only then are the others fetched.
     await viewport.setStack(imageIds, start);
     viewport.render();
     const progress: LoadProgress = { loaded: 1, total: imageIds.length, failed: 0 };
     onProgress({ ...progress });
-    // 5. The rest, outwards from the shown slice, a few at a time, into Cornerstone's cache.
+    // 4. The rest, outwards from the shown slice, a few at a time, into Cornerstone's cache.
     const order = loadOrder(imageIds.length, start).slice(1);
     const concurrency = 6;
     let next = 0;
@@ -121,13 +91,24 @@ export function setupStackViewport(element: HTMLDivElement): StackHandle {
         if (mine === generation) onProgress({ ...progress });
       }
     }
-    await Promise.all(Array.from({ length: Math.min(concurrency, order.length) }, worker));
+    return { loaded: Promise.all(Array.from({ length: Math.min(concurrency, order.length) }, worker)).then(() => undefined) };
+  }
+
+  async function showImage(image: SeriesImage): Promise<void> {
+    generation += 1;
+    wadors.metaDataManager.add(image.imageId, image.metadata as never);
+    invert = false;
+    // Loaded into Cornerstone's cache, where the series' stack finds it again without a second request.
+    await viewport.setStack([image.imageId], 0);
+    viewport.render();
   }
 
   return {
     viewport,
+    viewportId,
     element,
     showSeries,
+    showImage,
     scrollBy(delta) {
       csUtilities.scroll(viewport, { delta });
     },
@@ -159,11 +140,8 @@ export function setupStackViewport(element: HTMLDivElement): StackHandle {
     },
     teardown() {
       generation += 1;
-      resizeObserver.disconnect();
       element.removeEventListener("contextmenu", preventContextMenu);
-      ToolGroupManager.destroyToolGroup(TOOL_GROUP_ID);
-      engine.destroy();
-      cache.purgeCache();
+      engine.disableElement(viewportId);
     },
   };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { DicomJson } from "./dicomJson";
-import { loadOrder, seriesImages, slicePosition, sortInstances, wadoRoot } from "./imageIds";
+import { edgeInstances, loadOrder, seriesImages, slicePosition, sortInstances, wadoRoot } from "./imageIds";
 
 function instance(sop: string, instanceNumber: number, z?: number, frames?: number): DicomJson {
   const data: DicomJson = {
@@ -60,5 +60,24 @@ describe("loadOrder", () => {
     expect(loadOrder(3, 0)).toEqual([0, 1, 2]);
     expect(loadOrder(0, 0)).toEqual([]);
     expect(loadOrder(2, 9)).toEqual([1, 0]);
+  });
+});
+
+describe("edgeInstances", () => {
+  it("picks the lowest and the highest InstanceNumber whatever the order the index lists them in", () => {
+    const rows = [instance("9.5", 5), instance("9.1", 1), instance("9.9", 9), instance("9.3", 3)];
+    expect(edgeInstances(rows).map((row) => row["00080018"].Value?.[0])).toEqual(["9.1", "9.9"]);
+  });
+
+  it("gives one instance for a single-slice series and falls back to the first row without numbers", () => {
+    expect(edgeInstances([instance("9.1", 1)]).length).toBe(1);
+    const unnumbered = [{ "00080018": { vr: "UI", Value: ["9.7"] } }, { "00080018": { vr: "UI", Value: ["9.8"] } }];
+    expect(edgeInstances(unnumbered)).toEqual([unnumbered[0]]);
+  });
+
+  it("puts first, once positioned, the end that sortInstances puts first (superior for axial CT)", () => {
+    const series = [instance("9.1", 1, -100), instance("9.2", 2, -50), instance("9.3", 3, 0)];
+    const [first] = sortInstances(edgeInstances(series));
+    expect(first).toBe(sortInstances(series)[0]);
   });
 });

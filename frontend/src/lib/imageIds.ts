@@ -42,6 +42,21 @@ export function sortInstances(instances: DicomJson[]): DicomJson[] {
     .map((entry) => entry.metadata);
 }
 
+/**
+ * The instances with the lowest and the highest InstanceNumber (QIDO-RS rows): the two ends of a series whose
+ * slices are numbered along the scan, one of which `sortInstances` puts first once their positions are known.
+ */
+export function edgeInstances(instances: DicomJson[]): DicomJson[] {
+  const numbered = instances.filter((instance) => number(instance, Tag.InstanceNumber) !== undefined);
+  if (numbered.length === 0) return instances.slice(0, 1);
+  const byNumber = [...numbered].sort(
+    (a, b) => (number(a, Tag.InstanceNumber) as number) - (number(b, Tag.InstanceNumber) as number),
+  );
+  const lowest = byNumber[0];
+  const highest = byNumber[byNumber.length - 1];
+  return lowest === highest ? [lowest] : [lowest, highest];
+}
+
 /** One imageId per frame (multi-frame instances give several), in display order. */
 export function seriesImages(root: string, instances: DicomJson[]): SeriesImage[] {
   const images: SeriesImage[] = [];

@@ -12,6 +12,13 @@ describe("keymap", () => {
     expect(press("i")).toEqual({ kind: "invert" });
     expect(press("?")).toEqual({ kind: "help" });
   });
+  it("maps measurement tools, cine and the overlay toggle", () => {
+    expect(press("e")).toEqual({ kind: "tool", tool: "ellipse" });
+    expect(press("L")).toEqual({ kind: "tool", tool: "length" });
+    expect(press("c")).toEqual({ kind: "cine" });
+    expect(press("s")).toEqual({ kind: "overlay" });
+    expect(press("Delete")).toEqual({ kind: "delete" });
+  });
 
   it("leaves browser shortcuts alone", () => {
     expect(press("r", { ctrlKey: true })).toBeUndefined();

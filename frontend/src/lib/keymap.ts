@@ -1,6 +1,8 @@
 // Keyboard shortcuts: one table, used both to dispatch key presses and to list them in the help overlay.
 import { CT_PRESETS } from "./presets";
 
+export type ToolId = "windowLevel" | "length" | "angle" | "ellipse";
+
 export type Action =
   | { kind: "scroll"; delta: number }
   | { kind: "first" }
@@ -9,6 +11,10 @@ export type Action =
   | { kind: "reset" }
   | { kind: "invert" }
   | { kind: "zoom"; factor: number }
+  | { kind: "tool"; tool: ToolId }
+  | { kind: "cine" }
+  | { kind: "overlay" }
+  | { kind: "delete" }
   | { kind: "help" }
   | { kind: "close" };
 
@@ -34,6 +40,13 @@ export const SHORTCUTS: readonly Shortcut[] = [
   { keys: ["-"], label: "Zoom out", action: { kind: "zoom", factor: 0.8 } },
   { keys: ["r", "R"], label: "Reset window, zoom and pan", action: { kind: "reset" } },
   { keys: ["i", "I"], label: "Invert", action: { kind: "invert" } },
+  { keys: ["w", "W"], label: "Left drag: window / level", action: { kind: "tool", tool: "windowLevel" } },
+  { keys: ["l", "L"], label: "Left drag: measure a length", action: { kind: "tool", tool: "length" } },
+  { keys: ["a", "A"], label: "Left clicks: measure an angle", action: { kind: "tool", tool: "angle" } },
+  { keys: ["e", "E"], label: "Left drag: elliptical ROI (mean / SD)", action: { kind: "tool", tool: "ellipse" } },
+  { keys: ["Delete"], label: "Delete the selected measurement", action: { kind: "delete" } },
+  { keys: ["c", "C"], label: "Play or stop cine", action: { kind: "cine" } },
+  { keys: ["s", "S"], label: "Show or hide segmentation overlays", action: { kind: "overlay" } },
   { keys: ["?", "h", "H"], label: "Show or hide this help", action: { kind: "help" } },
   { keys: ["Escape"], label: "Close help", action: { kind: "close" } },
 ];
@@ -47,8 +60,10 @@ export function actionForKey(event: Pick<KeyboardEvent, "key" | "ctrlKey" | "alt
 }
 
 export const MOUSE_HELP: readonly [string, string][] = [
-  ["Left drag", "Window / level"],
+  ["Left drag", "Window / level, or the chosen measurement"],
   ["Right drag", "Zoom"],
   ["Middle drag or Shift + left drag", "Pan"],
   ["Wheel", "Scroll through images"],
+  ["Click a viewport", "Make it the active one (keys and toolbar act on it)"],
+  ["Drag a series onto a viewport", "Show that series there"],
 ];

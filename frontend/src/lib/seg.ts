@@ -1,0 +1,224 @@
+// Reading a DICOM Segmentation (PS3.3 A.51, C.8.20) into per-slice masks the overlay turns into labelmaps.
+//
+// Only what the overlay needs: the segments (number, label, recommended colour), and for each frame its
+// segment, the source slice it was derived from (or its position, when the SEG names no source) and its
+// pixels. BINARY (1 bit, packed across frames) and FRACTIONAL (8 bit) SEGs in a native transfer syntax;
+// an encapsulated (compressed) SEG is refused with a message rather than shown wrong.
+import * as dicomParser from "dicom-parser";
+
+export interface SegSegment {
+  number: number;
+  label: string;
+  /** sRGB 0-255 from RecommendedDisplayCIELabValue, when the SEG gives one. */
+  color?: [number, number, number];
+}
+
+export interface SegFrame {
+  segmentNumber: number;
+  referencedSopInstanceUid?: string;
+  /** ImagePositionPatient of the frame (PlanePositionSequence), in mm. */
+  position?: [number, number, number];
+  /** One byte per pixel, 1 inside the segment. */
+  mask: Uint8Array;
+}
+
+export interface Seg {
+  sopInstanceUid: string;
+  seriesInstanceUid: string;
+  referencedSeriesInstanceUids: string[];
+  rows: number;
+  columns: number;
+  segments: SegSegment[];
+  frames: SegFrame[];
+}
+
+const TAG = {
+  SOPInstanceUID: "x00080018",
+  SeriesInstanceUID: "x0020000e",
+  ReferencedSeriesSequence: "x00081115",
+  Rows: "x00280010",
+  Columns: "x00280011",
+  NumberOfFrames: "x00280008",
+  BitsAllocated: "x00280100",
+  SegmentationType: "x00620001",
+  SegmentSequence: "x00620002",
+  SegmentNumber: "x00620004",
+  SegmentLabel: "x00620005",
+  RecommendedDisplayCIELabValue: "x0062000d",
+  MaximumFractionalValue: "x0062000e",
+  SegmentIdentificationSequence: "x0062000a",
+  ReferencedSegmentNumber: "x0062000b",
+  SharedFunctionalGroupsSequence: "x52009229",
+  PerFrameFunctionalGroupsSequence: "x52009230",
+  DerivationImageSequence: "x00089124",
+  SourceImageSequence: "x00082112",
+  ReferencedSOPInstanceUID: "x00081155",
+  PlanePositionSequence: "x00209113",
+  ImagePositionPatient: "x00200032",
+  PixelData: "x7fe00010",
+} as const;
+
+/**
+ * Unpacks frame `frame` of 1-bit pixel data: frames follow each other bit by bit (PS3.5 8.1.1, no padding
+ * between frames), the first pixel in the least significant bit of the first byte.
+ */
+export function unpackBitFrame(packed: Uint8Array, frame: number, pixels: number): Uint8Array {
+  const mask = new Uint8Array(pixels);
+  const firstBit = frame * pixels;
+  for (let pixel = 0; pixel < pixels; pixel += 1) {
+    const bit = firstBit + pixel;
+    mask[pixel] = (packed[bit >> 3] >> (bit & 7)) & 1;
+  }
+  return mask;
+}
+
+/** DICOM's scaled CIELab (PS3.3 C.10.7.1.1: L 0-100, a/b -128..127 over 0-65535) to sRGB 0-255 (D65). */
+export function cielabToRgb(scaled: [number, number, number]): [number, number, number] {
+  const l = (scaled[0] * 100) / 65535;
+  const a = (scaled[1] * 255) / 65535 - 128;
+  const b = (scaled[2] * 255) / 65535 - 128;
+  const fy = (l + 16) / 116;
+  const fx = fy + a / 500;
+  const fz = fy - b / 200;
+  const inverse = (t: number) => (t > 6 / 29 ? t ** 3 : 3 * (6 / 29) ** 2 * (t - 4 / 29));
+  const [x, y, z] = [0.95047 * inverse(fx), inverse(fy), 1.08883 * inverse(fz)];
+  const linear = [
+    3.2404542 * x - 1.5371385 * y - 0.4985314 * z,
+    -0.969266 * x + 1.8760108 * y + 0.041556 * z,
+    0.0556434 * x - 0.2040259 * y + 1.0572252 * z,
+  ];
+  return linear.map((channel) => {
+    const clipped = Math.min(1, Math.max(0, channel));
+    const gamma = clipped <= 0.0031308 ? 12.92 * clipped : 1.055 * clipped ** (1 / 2.4) - 0.055;
+    return Math.round(gamma * 255);
+  }) as [number, number, number];
+}
+
+function firstItem(dataSet: dicomParser.DataSet | undefined, tag: string): dicomParser.DataSet | undefined {
+  return dataSet?.elements[tag]?.items?.[0]?.dataSet;
+}
+
+function uids(dataSet: dicomParser.DataSet, tag: string): string {
+  return (dataSet.string(tag) ?? "").replace(/\0/g, "").trim();
+}
+
+function position(dataSet: dicomParser.DataSet | undefined): [number, number, number] | undefined {
+  const plane = firstItem(dataSet, TAG.PlanePositionSequence);
+  if (!plane?.elements[TAG.ImagePositionPatient]) return undefined;
+  const values = [0, 1, 2].map((index) => plane.floatString(TAG.ImagePositionPatient, index));
+  return values.every((value) => value !== undefined && Number.isFinite(value))
+    ? (values as [number, number, number])
+    : undefined;
+}
+
+/** Parses a Part 10 SEG instance. */
+export function parseSeg(part10: Uint8Array): Seg {
+  const dataSet = dicomParser.parseDicom(part10);
+  const rows = dataSet.uint16(TAG.Rows) ?? 0;
+  const columns = dataSet.uint16(TAG.Columns) ?? 0;
+  const frameCount = Number(dataSet.intString(TAG.NumberOfFrames) ?? 1);
+  const bitsAllocated = dataSet.uint16(TAG.BitsAllocated) ?? 1;
+  const fractional = uids(dataSet, TAG.SegmentationType).toUpperCase() === "FRACTIONAL";
+  const maximumFraction = dataSet.uint16(TAG.MaximumFractionalValue) ?? 255;
+  const pixelData = dataSet.elements[TAG.PixelData];
+  if (!pixelData || !rows || !columns) throw new Error("the SEG has no pixel data");
+  if (pixelData.encapsulatedPixelData) throw new Error("compressed SEGs are not supported by the viewer yet");
+
+  const segments: SegSegment[] = (dataSet.elements[TAG.SegmentSequence]?.items ?? []).flatMap((item) => {
+    const segment = item.dataSet;
+    if (!segment) return [];
+    const lab = [0, 1, 2].map((index) => segment.uint16(TAG.RecommendedDisplayCIELabValue, index));
+    return [
+      {
+        number: segment.uint16(TAG.SegmentNumber) ?? 0,
+        label: uids(segment, TAG.SegmentLabel),
+        color: lab.every((value) => value !== undefined) ? cielabToRgb(lab as [number, number, number]) : undefined,
+      },
+    ];
+  });
+
+  const referencedSeriesInstanceUids = (dataSet.elements[TAG.ReferencedSeriesSequence]?.items ?? [])
+    .map((item) => (item.dataSet ? uids(item.dataSet, TAG.SeriesInstanceUID) : ""))
+    .filter(Boolean);
+
+  const shared = firstItem(dataSet, TAG.SharedFunctionalGroupsSequence);
+  const perFrame = dataSet.elements[TAG.PerFrameFunctionalGroupsSequence]?.items ?? [];
+  const pixels = rows * columns;
+  const bytes = part10.subarray(pixelData.dataOffset, pixelData.dataOffset + pixelData.length);
+  const frames: SegFrame[] = [];
+  for (let frame = 0; frame < frameCount; frame += 1) {
+    const groups = perFrame[frame]?.dataSet;
+    // A functional group sits either in the frame's item or, the same for all frames, in the shared one.
+    const group = (tag: string) => firstItem(groups, tag) ?? firstItem(shared, tag);
+    const source = firstItem(group(TAG.DerivationImageSequence), TAG.SourceImageSequence);
+    let mask: Uint8Array;
+    if (bitsAllocated === 1) {
+      mask = unpackBitFrame(bytes, frame, pixels);
+    } else {
+      const values = bytes.subarray(frame * pixels, (frame + 1) * pixels);
+      // Fractional: a pixel belongs to the segment from half the maximum up (how readers outline it).
+      const threshold = fractional ? maximumFraction / 2 : 1;
+      mask = Uint8Array.from(values, (value) => (value >= threshold && value > 0 ? 1 : 0));
+    }
+    frames.push({
+      segmentNumber: group(TAG.SegmentIdentificationSequence)?.uint16(TAG.ReferencedSegmentNumber) ?? 1,
+      referencedSopInstanceUid: source ? uids(source, TAG.ReferencedSOPInstanceUID) || undefined : undefined,
+      position: position(groups) ?? position(shared),
+      mask,
+    });
+  }
+  return {
+    sopInstanceUid: uids(dataSet, TAG.SOPInstanceUID),
+    seriesInstanceUid: uids(dataSet, TAG.SeriesInstanceUID),
+    referencedSeriesInstanceUids,
+    rows,
+    columns,
+    segments,
+    frames,
+  };
+}
+
+export interface SliceRef {
+  sopInstanceUid: string;
+  position?: [number, number, number];
+}
+
+/**
+ * The index of the slice a SEG frame lies on: the source instance it names, else the slice whose position
+ * is within `toleranceMm` of the frame's; undefined when neither matches (the frame is then not shown).
+ */
+export function sliceIndexForFrame(frame: SegFrame, slices: SliceRef[], toleranceMm = 0.01): number | undefined {
+  if (frame.referencedSopInstanceUid) {
+    const index = slices.findIndex((slice) => slice.sopInstanceUid === frame.referencedSopInstanceUid);
+    if (index >= 0) return index;
+  }
+  const target = frame.position;
+  if (!target) return undefined;
+  const index = slices.findIndex(
+    (slice) => slice.position !== undefined && slice.position.every((value, axis) => Math.abs(value - target[axis]) <= toleranceMm),
+  );
+  return index >= 0 ? index : undefined;
+}
+
+/** A distinct colour for segment n when the SEG recommends none. */
+export const DEFAULT_SEGMENT_COLORS: readonly [number, number, number][] = [
+  [255, 64, 64],
+  [64, 200, 255],
+  [255, 200, 0],
+  [120, 255, 80],
+  [220, 90, 255],
+  [255, 140, 40],
+];
+
+export function segmentColor(segment: SegSegment): [number, number, number] {
+  return segment.color ?? DEFAULT_SEGMENT_COLORS[(Math.max(1, segment.number) - 1) % DEFAULT_SEGMENT_COLORS.length];
+}
+
+export function rgbToHex([r, g, b]: [number, number, number]): string {
+  return `#${[r, g, b].map((channel) => channel.toString(16).padStart(2, "0")).join("")}`;
+}
+
+export function hexToRgb(hex: string): [number, number, number] {
+  const value = Number.parseInt(hex.replace("#", ""), 16);
+  return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
+}

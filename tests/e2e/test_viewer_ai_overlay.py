@@ -1,0 +1,189 @@
+"""The viewer's AI layer in a real browser: a highdicom SEG drawn as a labelmap over its CT, and a findings list."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from saas.ai.enums import AnalysisStatus
+from saas.ai.models import Analysis, Finding
+from saas.studies.models import Study
+from saas.studies.synthetic import ct_series, dataset_bytes
+from tenants.context import tenant_context
+from tenants.enums import Role
+from tests.conftest import committed
+from tests.e2e.viewing import canvas_pixel, screenshot, sign_in, store_and_index
+from tests.factories import person
+
+pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
+
+SLICES = 12
+SIZE = 64
+# The lesion's centre slice in acquisition order (z grows with InstanceNumber); the viewer shows superior
+# (highest z) first, so this is image SLICES - LESION_SLICE of the stack.
+LESION_SLICE = 8
+LESION_RADIUS_PX = 8
+
+
+def _sphere_mask() -> np.ndarray:
+    z, y, x = np.mgrid[0:SLICES, 0:SIZE, 0:SIZE]
+    # 2.5 mm slices and 0.7 mm pixels: a ~11 mm ball spans the centre slice and one either side.
+    distance = np.sqrt(((z - LESION_SLICE) * 2.5 / 0.7) ** 2 + (y - SIZE / 2) ** 2 + (x - SIZE / 2) ** 2)
+    return distance <= LESION_RADIUS_PX
+
+
+def _segmentation(datasets) -> hd.seg.Segmentation:
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="ct_focal_lesion", family=codes.cid7162.ArtificialIntelligence, version="e2e"
+    )
+    return hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=_sphere_mask(),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="focal lesion 1",
+                segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+                segmented_property_type=hd.sr.CodedConcept(value="52988006", scheme_designator="SCT", meaning="Lesion"),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
+        ],
+        series_instance_uid=generate_uid(),
+        series_number=900,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="ReadRoom",
+        manufacturer_model_name="ct_focal_lesion",
+        software_versions="e2e",
+        device_serial_number="E2E",
+        series_description="AI lesion segmentation",
+    )
+
+
+def _clinic_with_ct_seg_and_finding(live_platform):
+    tenant, token = live_platform.tenant_with_token(prefix="e2e-seg")
+    datasets = ct_series(
+        patient_id="E2E-SEG-1",
+        patient_name="Synthetic^Overlay",
+        accession_number="ACC-SEG",
+        series_description="Axial 2.5mm",
+        slices=SLICES,
+        rows=SIZE,
+        columns=SIZE,
+        noise_hu=0,
+    )
+    seg = _segmentation(datasets)
+    store_and_index(live_platform, tenant, token, [dataset_bytes(dataset) for dataset in datasets] + [seg_bytes(seg)])
+    lesion = datasets[LESION_SLICE]
+
+    def record_analysis():
+        with tenant_context(tenant_ids=[tenant.pk]):
+            study = Study.objects.get(tenant=tenant, study_instance_uid=lesion.StudyInstanceUID)
+            analysis = Analysis.objects.create(
+                tenant=tenant,
+                study=study,
+                study_version=study.version,
+                model_name="ct_focal_lesion",
+                model_version="e2e",
+                pool="cpu",
+                idempotency_key=f"{study.study_instance_uid}|{study.version}|ct_focal_lesion|e2e",
+                series_instance_uid=lesion.SeriesInstanceUID,
+                status=AnalysisStatus.SUCCEEDED,
+                seg_sop_instance_uid=seg.SOPInstanceUID,
+            )
+            Finding.objects.create(
+                tenant=tenant,
+                analysis=analysis,
+                study=study,
+                label="focal_lesion",
+                confidence=0.87,
+                centre_mm=[float(value) for value in lesion.ImagePositionPatient],
+                diameter_mm=11.2,
+                volume_ml=0.7,
+                series_instance_uid=lesion.SeriesInstanceUID,
+                sop_instance_uid=lesion.SOPInstanceUID,
+                segment_number=1,
+            )
+
+    committed(record_analysis)
+    return tenant, lesion.StudyInstanceUID
+
+
+def seg_bytes(seg: hd.seg.Segmentation) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    seg.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _wait_centre(page, predicate: str) -> None:
+    """Waits until the main canvas' centre pixel [r, g, b] satisfies a JavaScript predicate over r, g, b."""
+    page.wait_for_function(
+        f"""() => {{
+            const canvas = document.querySelector('[data-viewport=main] canvas');
+            const [r, g, b] = canvas.getContext('2d')
+                .getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
+            return {predicate};
+        }}""",
+        timeout=15_000,
+    )
+
+
+def test_a_radiologist_sees_the_ai_segmentation_and_jumps_to_the_finding(page, page_errors, live_platform):
+    # given a CT with an AI SEG (a ball around slice 8) and a recorded finding pointing at that slice
+    tenant, study_uid = _clinic_with_ct_seg_and_finding(live_platform)
+    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
+    page.goto("/login/")
+    sign_in(page, radiologist)
+    page.wait_for_url(f"{live_platform.url}/")
+    # when the radiologist opens the study
+    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    page.wait_for_selector("[data-viewer][data-viewer-state=ready]", timeout=60_000)
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    # then the SEG is not offered as a series to scroll, but as an overlay, and the finding is listed
+    assert page.locator(".series-list button").count() == 1
+    finding = page.locator("[data-finding-id]")
+    finding.wait_for()
+    assert "Focal lesion" in finding.inner_text() and "87% confidence" in finding.inner_text()
+    assert "11.2 mm" in finding.inner_text()
+    toggle = page.locator("[data-seg-toggle]")
+    toggle.wait_for()
+    assert toggle.is_checked()
+    # and the first image (far from the lesion) shows only grey
+    assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
+    r, g, b = canvas_pixel(page)
+    assert r == g == b
+
+    # when the finding is clicked, the viewer jumps to its slice and the mask is drawn in colour there
+    finding.click()
+    expected = f"Im {SLICES - LESION_SLICE}/{SLICES}"
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === '{expected}'")
+    _wait_centre(page, "r > g + 40 && r > b + 40")
+    outside = canvas_pixel(page, fx=0.5, fy=0.2)
+    assert outside[0] == outside[1] == outside[2], "outside the mask the CT stays grey"
+    screenshot(page, "viewer-seg-overlay.png")
+
+    # when the overlay is toggled off, the same pixel is grey again; the S key brings it back
+    toggle.uncheck()
+    _wait_centre(page, "r === g && g === b")
+    screenshot(page, "viewer-seg-hidden.png")
+    page.locator("[data-viewport=main]").focus()
+    page.keyboard.press("s")
+    _wait_centre(page, "r > g + 40")
+    assert toggle.is_checked()
+
+    # when the opacity is raised and the segment's colour set to green, the mask turns green
+    blended = canvas_pixel(page)
+    page.locator("[data-seg-opacity]").fill("1")
+    _wait_centre(page, f"r > {blended[0]}")
+    page.locator("[data-segment-color='1']").fill("#00ff00")
+    _wait_centre(page, "g > r + 100 && g > b + 100")
+    screenshot(page, "viewer-seg-green.png")
+    assert page.locator("[data-viewer]").get_attribute("data-viewer-state") == "ready"
+    assert page_errors == []
