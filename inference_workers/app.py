@@ -50,6 +50,10 @@ JOB_TIME_LIMIT_S = int(os.environ.get("INFERENCE_JOB_TIME_LIMIT_S", "600"))
 MAX_DELIVERIES = int(os.environ.get("INFERENCE_MAX_DELIVERIES", "3"))
 MAX_RETRIES = int(os.environ.get("INFERENCE_MAX_RETRIES", "4"))
 MAX_INPUT_BYTES = int(os.environ.get("INFERENCE_MAX_INPUT_BYTES", str(2 * 1024**3)))
+# How long a job delivered to a worker that died stays invisible before another worker gets it.
+VISIBILITY_TIMEOUT_S = int(os.environ.get("INFERENCE_VISIBILITY_TIMEOUT_S", str(JOB_TIME_LIMIT_S * 6)))
+if VISIBILITY_TIMEOUT_S <= JOB_TIME_LIMIT_S:
+    raise RuntimeError("INFERENCE_VISIBILITY_TIMEOUT_S must be longer than INFERENCE_JOB_TIME_LIMIT_S")
 HTTP_TIMEOUT = (5.0, 120.0)
 STATE_TTL_S = 7 * 24 * 3600
 DISCLAIMER = "AI generated - synthetic demo model, not for clinical use"
@@ -72,7 +76,7 @@ app.conf.update(
     task_time_limit=JOB_TIME_LIMIT_S,
     task_soft_time_limit=JOB_TIME_LIMIT_S - 30,
     # Redis hands an unacknowledged job to another worker after this long: it must outlast the longest job.
-    broker_transport_options={"visibility_timeout": JOB_TIME_LIMIT_S * 6},
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
@@ -95,6 +99,9 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+SERVED_MODELS = ("ct_focal_lesion", "dx_chest_triage")
+
+
 @cache
 def pipeline(model_name: str):
     """One pipeline per model and process, built on first use (or at process start) and kept warm."""
@@ -102,13 +109,18 @@ def pipeline(model_name: str):
         from inference_workers.pipelines.ct_focal_lesion import CtFocalLesionPipeline
 
         return CtFocalLesionPipeline(device=device())
+    if model_name == "dx_chest_triage":
+        from inference_workers.pipelines.dx_chest_triage import DxChestTriagePipeline
+
+        return DxChestTriagePipeline(device=device())
     raise JobError(f"model {model_name!r} is not served by this worker")
 
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     logger.info("inference worker on %s", device())
-    pipeline("ct_focal_lesion")
+    for model_name in SERVED_MODELS:
+        pipeline(model_name)
 
 
 @cache
@@ -172,43 +184,59 @@ def _model_grid_origin(geometry, native_shape, model_shape) -> tuple[float, floa
     return geometry.to_patient_mm(first)
 
 
+def check_output_urls(job: InferenceJob, model) -> None:
+    """Each model writes its own outputs: refuse a job that lacks a URL the model needs or names one it never writes."""
+    for name in model.required_outputs:
+        if name not in job.output_urls:
+            raise JobError(f"output_urls.{name} is required by model {job.model_name}")
+    for name in sorted(set(job.output_urls) - set(model.required_outputs) - set(model.optional_outputs)):
+        raise JobError(f"output_urls.{name}: model {job.model_name} does not write {name}")
+
+
 def run_job(job: InferenceJob) -> InferenceResult:
     """Fetch, infer, write back; returns the result to send. Raises TransientError or JobError."""
+    from inference_workers.pipelines import UnsuitableInput
     from inference_workers.pipelines.ct_focal_lesion import Geometry
 
     model = pipeline(job.model_name)
     if job.model_version != model.version:
         raise JobError(f"model {job.model_name} {job.model_version} requested, this worker serves {model.version}")
+    check_output_urls(job, model)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     voxels, raw_geometry = fetch_volume(job.input_url)
     timings["fetch"] = time.perf_counter() - started
     geometry = Geometry(**raw_geometry)
-    prediction = model(voxels, geometry)
+    try:
+        prediction = model(voxels, geometry)
+    except UnsuitableInput as exc:
+        raise JobError(f"input refused by {job.model_name}: {exc}") from exc
     timings.update(prediction.timings)
     started = time.perf_counter()
     findings = tuple(Finding.from_dict(item) for item in prediction.findings)
     grid = {"orientation": np.asarray(geometry.orientation), "origin": np.asarray(geometry.origin)}
-    outputs = {
-        "mask": _npz_bytes(mask=prediction.mask, spacing=np.asarray(geometry.spacing), **grid),
-        "findings": json.dumps(
-            {
-                "schema_version": 1,
-                "job_id": job.job_id,
-                "model_name": job.model_name,
-                "model_version": job.model_version,
-                "critical": any(finding.critical for finding in findings),
-                "findings": [finding.to_dict() for finding in findings],
-                "disclaimer": DISCLAIMER,
-            }
-        ).encode(),
-    }
+    outputs = {}
+    if prediction.mask is not None:
+        outputs["mask"] = _npz_bytes(mask=prediction.mask, spacing=np.asarray(geometry.spacing), **grid)
+    outputs["findings"] = json.dumps(
+        {
+            "schema_version": 1,
+            "job_id": job.job_id,
+            "model_name": job.model_name,
+            "model_version": job.model_version,
+            "critical": any(finding.critical for finding in findings),
+            "findings": [finding.to_dict() for finding in findings],
+            "scores": dict(prediction.scores),
+            "disclaimer": DISCLAIMER,
+        }
+    ).encode()
     if "heatmap" in job.output_urls:
+        # The heatmap lives on the model's grid, which covers the input exactly with bigger voxels.
         outputs["heatmap"] = _npz_bytes(
-            heatmap=prediction.probability,
-            spacing=np.asarray(prediction.probability_spacing),
+            heatmap=prediction.heatmap,
+            spacing=np.asarray(prediction.heatmap_spacing),
             orientation=np.asarray(geometry.orientation),
-            origin=np.asarray(_model_grid_origin(geometry, voxels.shape, prediction.probability.shape)),
+            origin=np.asarray(_model_grid_origin(geometry, voxels.shape, prediction.heatmap.shape)),
         )
     content_types = {"mask": "application/octet-stream", "findings": "application/json"}
     for name, body in outputs.items():
@@ -223,6 +251,7 @@ def run_job(job: InferenceJob) -> InferenceResult:
         findings=findings,
         outputs=tuple(outputs),
         timings={name: round(seconds, 3) for name, seconds in timings.items()},
+        scores=dict(prediction.scores),
         device=model.device.type,
     )
 

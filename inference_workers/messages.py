@@ -6,10 +6,16 @@ result. Nothing here may carry patient identity: jobs reference a de-identified 
 short-lived URL, results carry only measurements. Unknown fields are refused for the same reason
 (a field nobody validates is where a patient name would slip through).
 
-Input volume (``input_url``, an ``.npz``): ``voxels`` int16 HU indexed (z, y, x); ``spacing`` (z, y, x)
-in mm; ``orientation`` the 6 DICOM direction cosines (row, then column); ``origin`` the patient
+Input volume (``input_url``, an ``.npz``): ``voxels`` int16 indexed (z, y, x), HU for CT and pixel
+values (higher = more attenuation) for CR/DX, where a radiograph has z = 1; ``spacing`` (z, y, x) in
+mm; ``orientation`` the 6 DICOM direction cosines (row, then column); ``origin`` the patient
 position of voxel (0, 0, 0) in mm. Voxel (k, j, i) lies at origin + i*sx*row + j*sy*column +
 k*sz*(row x column), so the Django side orders slices along the normal before writing it.
+
+Outputs: every job carries a ``findings`` URL; which others it needs depends on the model and is
+declared in its bundle (``configs/metadata.json`` ``output_urls``: ``mask`` for ct_focal_lesion,
+``heatmap`` for dx_chest_triage). The worker refuses a job that lacks one, or names one the model
+never writes, with a failed result naming that URL.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ RESULT_SCHEMA_VERSION = 1
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 OUTPUT_NAMES = ("mask", "findings", "heatmap")
-REQUIRED_OUTPUTS = ("mask", "findings")
+# Required of every job; the rest depend on the model (see the module docstring).
+REQUIRED_OUTPUTS = ("findings",)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -198,6 +205,8 @@ class InferenceResult:
     outputs: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     device: str = ""
+    # Image-level probabilities by label (e.g. {"nodule_opacity": 0.03}), reported with or without a finding.
+    scores: dict[str, float] = field(default_factory=dict)
     schema_version: int = RESULT_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -205,6 +214,9 @@ class InferenceResult:
             raise MessageError("status", f"must be {STATUS_OK!r} or {STATUS_FAILED!r}")
         if self.status == STATUS_FAILED and not self.error:
             raise MessageError("error", "is required when status is 'failed'")
+        for name, score in self.scores.items():
+            _string(name, "scores", pattern=_NAME)
+            _number(score, f"scores.{name}", minimum=0.0, maximum=1.0)
 
     @property
     def critical(self) -> bool:
@@ -222,6 +234,7 @@ class InferenceResult:
             "findings": [finding.to_dict() for finding in self.findings],
             "outputs": list(self.outputs),
             "timings": dict(self.timings),
+            "scores": dict(self.scores),
             "device": self.device,
         }
 
@@ -230,7 +243,7 @@ class InferenceResult:
         data = _require_mapping(data, "result")
         _schema_version(data, RESULT_SCHEMA_VERSION)
         required = {"job_id", "idempotency_key", "model_name", "model_version", "status"}
-        optional = {"schema_version", "error", "findings", "outputs", "timings", "device"}
+        optional = {"schema_version", "error", "findings", "outputs", "timings", "scores", "device"}
         _check_keys(data, allowed=required | optional, required=required)
         findings = data.get("findings", [])
         if not isinstance(findings, list):
@@ -239,6 +252,9 @@ class InferenceResult:
         if not isinstance(outputs, list) or any(name not in OUTPUT_NAMES for name in outputs):
             raise MessageError("outputs", f"must be a list of {', '.join(OUTPUT_NAMES)}")
         timings = _require_mapping(data.get("timings", {}), "timings")
+        scores = _require_mapping(data.get("scores", {}), "scores")
+        for name in scores:
+            _string(name, "scores", pattern=_NAME)
         error = data.get("error", "")
         if not isinstance(error, str):
             raise MessageError("error", "must be a string")
@@ -256,4 +272,5 @@ class InferenceResult:
             outputs=tuple(outputs),
             timings={str(key): _number(value, f"timings.{key}", minimum=0.0) for key, value in timings.items()},
             device=device,
+            scores={name: _number(value, f"scores.{name}", minimum=0.0, maximum=1.0) for name, value in scores.items()},
         )

@@ -14,6 +14,8 @@ from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
+from inference_workers.pipelines import UnsuitableInput
+
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "models" / "ct_focal_lesion"
 
 
@@ -44,6 +46,17 @@ class Prediction:
     probability_spacing: tuple[float, float, float]
     findings: list[dict]
     timings: dict[str, float] = field(default_factory=dict)
+    # No image-level scores: a segmentation reports its findings' own confidences.
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """What ``heatmap.npz`` holds: the probability map on the model grid (every pipeline names it so)."""
+        return self.probability
+
+    @property
+    def heatmap_spacing(self) -> tuple[float, float, float]:
+        return self.probability_spacing
 
 
 def pick_device() -> torch.device:
@@ -200,6 +213,9 @@ class CtFocalLesionPipeline:
         self.metadata, parser = load_bundle_config(bundle_dir)
         self.name = self.metadata["name"]
         self.version = self.metadata["version"]
+        # Which output URLs a job must (and may) carry: the Django side reads the same keys.
+        self.required_outputs = tuple(self.metadata["output_urls"]["required"])
+        self.optional_outputs = tuple(self.metadata["output_urls"]["optional"])
         self.device = device or pick_device()
         self.amp = self.device.type == "cuda"
         self.resample = ResampleIsotropic(parser["target_spacing_mm"])
@@ -240,7 +256,7 @@ class CtFocalLesionPipeline:
 
     def __call__(self, voxels: np.ndarray, geometry: Geometry) -> Prediction:
         if voxels.ndim != 3:
-            raise ValueError(f"voxels must be 3D (z, y, x), got shape {voxels.shape}")
+            raise UnsuitableInput(f"voxels must be 3D (z, y, x), got shape {voxels.shape}")
         timings = {}
         started = time.perf_counter()
         image, model_spacing = self.preprocess(voxels, geometry.spacing)

@@ -1,4 +1,4 @@
-"""Inference worker fixtures: tiny synthetic CT volumes, the local S3 server and a Redis database of our own."""
+"""Inference worker fixtures: tiny CT volumes, chest radiographs, the local S3 server and our own Redis database."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from inference_workers.synthetic import Ellipsoid, Lesion, random_phantom, render
+from inference_workers.synthetic_dx import Nodule, lung_air, random_chest, random_exposure, render_radiograph
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,45 @@ def tiny_volume(*, diameter_mm: float = 15.0, seed: int = 7) -> TinyVolume:
     phantom = dataclasses.replace(phantom, lesions=(lesion,), organs=())
     voxels, labels = render(phantom, shape=shape, spacing=spacing, rng=rng)
     return TinyVolume(voxels=voxels, spacing=spacing, labels=labels, lesion=lesion)
+
+
+@dataclasses.dataclass
+class ChestRadiograph:
+    voxels: np.ndarray
+    spacing: tuple[float, float, float]
+    nodule: Nodule | None
+
+    def npz_bytes(self, **geometry) -> bytes:
+        return TinyVolume.npz_bytes(self, **geometry)
+
+    def nodule_index(self) -> np.ndarray:
+        """The nodule centre as a (y, x) pixel index: pixel j's centre is at (j + 0.5) * spacing on the detector."""
+        return np.asarray(self.nodule.centre_mm) / np.asarray(self.spacing[1:]) - 0.5
+
+
+def chest_radiograph(*, nodule_diameter_mm: float | None = 20.0, seed: int = 11, pixel_mm: float = 0.2):
+    """A whole PA chest at a native detector spacing; with a nodule in the mid right lung, or the same chest without."""
+    rng = np.random.default_rng(seed)
+    anatomy = random_chest(rng)
+    exposure = random_exposure(rng, anatomy)
+    nodule = None
+    if nodule_diameter_mm is not None:
+        # Mid-zone of the image-left lung, away from the heart, nudged until it sits in aerated lung.
+        centre_y = anatomy.lung_apex_y + 0.5 * anatomy.lung_height
+        candidates = anatomy.side_centre_x(-1) + np.arange(0.0, 40.0, 2.0)
+        air = lung_air(anatomy, np.full((1, len(candidates)), centre_y), candidates[None])[0]
+        centre_x = float(candidates[int(np.argmax(air >= 0.6))])
+        nodule = Nodule(centre_mm=(centre_y, centre_x), diameter_mm=nodule_diameter_mm, density=1.4, edge_mm=1.0)
+    voxels = render_radiograph(anatomy, exposure, (nodule,) if nodule else (), pixel_mm=pixel_mm, rng=rng)
+    spacing = (1.0, anatomy.extent_mm[0] / voxels.shape[1], anatomy.extent_mm[1] / voxels.shape[2])
+    return ChestRadiograph(voxels=voxels, spacing=spacing, nodule=nodule)
+
+
+@pytest.fixture(scope="session")
+def dx_pipeline():
+    from inference_workers.pipelines.dx_chest_triage import DxChestTriagePipeline
+
+    return DxChestTriagePipeline()
 
 
 @pytest.fixture(scope="session")

@@ -15,20 +15,32 @@ import pytest
 import redis
 
 from inference_workers.messages import InferenceJob, InferenceResult
-from tests.inference_workers.conftest import ROOT, new_job_id, tiny_volume
+from tests.inference_workers.conftest import ROOT, chest_radiograph, new_job_id, tiny_volume
+
+FILENAMES = {"mask": "mask.npz", "findings": "findings.json", "heatmap": "heatmap.npz"}
+PA_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
 
-def presigned_job(s3, job_id: str, input_bytes: bytes | None, *, heatmap: bool = True) -> tuple[InferenceJob, dict]:
+def presigned_job(
+    s3,
+    job_id: str,
+    input_bytes: bytes | None,
+    *,
+    heatmap: bool = True,
+    model_name: str = "ct_focal_lesion",
+    outputs: tuple[str, ...] | None = None,
+) -> tuple[InferenceJob, dict]:
     client, bucket = s3
     input_key = f"ai-inputs/{job_id}.npz"
     if input_bytes is not None:
         client.put_object(Bucket=bucket, Key=input_key, Body=input_bytes)
-    names = {"mask": "mask.npz", "findings": "findings.json"} | ({"heatmap": "heatmap.npz"} if heatmap else {})
-    output_keys = {name: f"ai-outputs/{job_id}/{filename}" for name, filename in names.items()}
+    if outputs is None:
+        outputs = ("mask", "findings", "heatmap") if heatmap else ("mask", "findings")
+    output_keys = {name: f"ai-outputs/{job_id}/{FILENAMES[name]}" for name in outputs}
     job = InferenceJob(
         job_id=job_id,
         study_version_key=f"study-{job_id}-v1",
-        model_name="ct_focal_lesion",
+        model_name=model_name,
         model_version="1.0.0",
         input_url=client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": input_key}, ExpiresIn=300
@@ -72,14 +84,18 @@ def inference_app(inference_broker_url, monkeypatch):
     worker_app.state.cache_clear()
 
 
-def test_worker_process_runs_a_job_from_the_queue(s3, inference_broker_url, inference_app):
-    # Given a real worker on inference.cpu, and a de-identified volume with a 15 mm lesion behind a presigned URL
-    env = {**os.environ, "INFERENCE_BROKER_URL": inference_broker_url, "INFERENCE_TORCH_THREADS": "2"}
-    worker = subprocess.Popen(
+def start_worker(broker_url: str) -> subprocess.Popen:
+    env = {**os.environ, "INFERENCE_BROKER_URL": broker_url, "INFERENCE_TORCH_THREADS": "2"}
+    return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "inference_workers.app", "worker", "-Q", "inference.cpu",
          "--pool", "solo", "-n", f"ai-test-{os.getpid()}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def test_worker_process_runs_a_job_from_the_queue(s3, inference_broker_url, inference_app):
+    # Given a real worker on inference.cpu, and a de-identified volume with a 15 mm lesion behind a presigned URL
+    worker = start_worker(inference_broker_url)
     try:
         volume = tiny_volume(diameter_mm=15.0)
         job_id = new_job_id()
@@ -110,6 +126,114 @@ def test_worker_process_runs_a_job_from_the_queue(s3, inference_broker_url, infe
     assert document["critical"] is True and "not for clinical use" in document["disclaimer"]
     with np.load(io.BytesIO(client.get_object(Bucket=bucket, Key=output_keys["heatmap"])["Body"].read())) as heatmap:
         assert heatmap["heatmap"].max() > 0.5
+
+
+def test_worker_process_runs_a_radiograph_job_from_the_queue(s3, inference_broker_url, inference_app):
+    # Given a real worker, and a PA chest radiograph with a 20 mm nodule (one frame, 0.2 mm pixels)
+    worker = start_worker(inference_broker_url)
+    try:
+        radiograph = chest_radiograph(nodule_diameter_mm=20.0)
+        origin = (-200.0, 0.0, 150.0)
+        job_id = new_job_id()
+        job, output_keys = presigned_job(
+            s3,
+            job_id,
+            radiograph.npz_bytes(orientation=PA_ORIENTATION, origin=origin),
+            model_name="dx_chest_triage",
+            outputs=("findings", "heatmap"),
+        )
+
+        # When the Django side's dx job (findings and heatmap URLs, no mask) arrives on the pool's queue
+        inference_app.app.send_task("inference.run", args=[job.to_dict()], queue="inference.cpu")
+
+        # Then one ok result comes back with the nodule finding and its probability as a score
+        results = results_for(inference_broker_url, job_id, timeout=45)
+        assert len(results) == 1, worker.stdout.read() if worker.poll() is not None else "worker still running"
+        result = InferenceResult.from_dict(results[0])
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    assert result.status == "ok", result.error
+    assert result.outputs == ("findings", "heatmap")
+    (finding,) = result.findings
+    assert finding.label == "nodule_opacity" and finding.volume_ml == 0.0
+    assert result.scores == {"nodule_opacity": finding.confidence}
+    assert {"fetch", "preprocess", "forward", "postprocess", "write_back"} <= set(result.timings)
+    # The finding is at the nodule: in pixels, and in patient mm (rows along +x, columns along -z)
+    nodule_index = radiograph.nodule_index()
+    pixel_mm = np.asarray(radiograph.spacing[1:])
+    assert np.linalg.norm((np.asarray(finding.centre_voxel[1:]) - nodule_index) * pixel_mm) < 15.0
+    expected_mm = (origin[0] + nodule_index[1] * pixel_mm[1], 0.0, origin[2] - nodule_index[0] * pixel_mm[0])
+    assert np.linalg.norm(np.asarray(finding.centre_mm) - expected_mm) < 15.0
+    # And the heatmap in S3 covers the input on its own grid and peaks near the nodule
+    client, bucket = s3
+    with np.load(io.BytesIO(client.get_object(Bucket=bucket, Key=output_keys["heatmap"])["Body"].read())) as heatmap:
+        values, spacing = heatmap["heatmap"], heatmap["spacing"]
+        assert values.dtype == np.float16 and values.shape == (1, 256, 256)
+        assert tuple(heatmap["orientation"]) == PA_ORIENTATION
+        assert np.allclose(spacing[1:] * 256, pixel_mm * radiograph.voxels.shape[1:])
+        # The heatmap grid's first pixel centre lies half a heatmap pixel inside the input's outer edge.
+        first = (spacing[1:] / pixel_mm) * 0.5 - 0.5
+        expected_origin = (origin[0] + first[1] * pixel_mm[1], 0.0, origin[2] - first[0] * pixel_mm[0])
+        assert np.allclose(heatmap["origin"], expected_origin, atol=0.01)
+        peak = np.array(np.unravel_index(int(np.argmax(values[0])), values.shape[1:]), dtype=float)
+        assert np.linalg.norm((peak + 0.5) * spacing[1:] - np.asarray(radiograph.nodule.centre_mm)) < 20.0
+    document = json.loads(client.get_object(Bucket=bucket, Key=output_keys["findings"])["Body"].read())
+    assert document["scores"] == {"nodule_opacity": finding.confidence}
+    assert "not for clinical use" in document["disclaimer"]
+
+
+def test_a_radiograph_without_a_nodule_reports_its_score_and_no_finding(s3, inference_broker_url, inference_app):
+    radiograph = chest_radiograph(nodule_diameter_mm=None)
+    job, output_keys = presigned_job(
+        s3, new_job_id(), radiograph.npz_bytes(), model_name="dx_chest_triage", outputs=("findings", "heatmap")
+    )
+
+    inference_app.run_inference.apply(args=[job.to_dict()])
+
+    (data,) = results_for(inference_broker_url, job.job_id, timeout=5)
+    result = InferenceResult.from_dict(data)
+    assert result.status == "ok" and result.findings == () and not result.critical
+    assert 0.0 <= result.scores["nodule_opacity"] < 0.5
+    client, bucket = s3
+    document = json.loads(client.get_object(Bucket=bucket, Key=output_keys["findings"])["Body"].read())
+    assert document["findings"] == [] and document["critical"] is False
+
+
+@pytest.mark.parametrize(
+    ("model_name", "outputs", "error"),
+    [
+        ("dx_chest_triage", ("mask", "findings"), "output_urls.heatmap is required by model dx_chest_triage"),
+        ("ct_focal_lesion", ("findings", "heatmap"), "output_urls.mask is required by model ct_focal_lesion"),
+        ("dx_chest_triage", ("mask", "findings", "heatmap"), "output_urls.mask: model dx_chest_triage does not write"),
+    ],
+)
+def test_a_job_without_the_urls_its_model_needs_is_refused(
+    s3, inference_broker_url, inference_app, model_name, outputs, error
+):
+    # The message schema only requires findings; which other outputs a model needs is its bundle's to say.
+    job, _ = presigned_job(s3, new_job_id(), tiny_volume().npz_bytes(), model_name=model_name, outputs=outputs)
+
+    inference_app.run_inference.apply(args=[job.to_dict()])
+
+    (result,) = results_for(inference_broker_url, job.job_id, timeout=5)
+    assert result["status"] == "failed" and error in result["error"]
+    client, bucket = s3
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"ai-outputs/{job.job_id}/")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_multi_frame_input_is_refused_by_the_radiograph_model(s3, inference_broker_url, inference_app):
+    volume = tiny_volume()
+    job, _ = presigned_job(
+        s3, new_job_id(), volume.npz_bytes(), model_name="dx_chest_triage", outputs=("findings", "heatmap")
+    )
+
+    inference_app.run_inference.apply(args=[job.to_dict()])
+
+    (result,) = results_for(inference_broker_url, job.job_id, timeout=5)
+    assert result["status"] == "failed" and "input refused by dx_chest_triage" in result["error"]
+    assert "one frame" in result["error"]
 
 
 def test_a_job_that_already_has_a_result_is_not_run_twice(s3, inference_broker_url, inference_app):

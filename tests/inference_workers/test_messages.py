@@ -42,6 +42,7 @@ def test_job_round_trips_with_version_and_idempotency_key():
         ({"model_name": "CT Lesion!"}, "model_name"),
         ({"input_url": "file:///etc/passwd"}, "input_url"),
         ({"output_urls": {"mask": "http://s3/m"}}, "output_urls.findings"),
+        ({"output_urls": {"heatmap": "http://s3/h"}}, "output_urls.findings"),
         (
             {"output_urls": {"mask": "http://s3/m", "findings": "http://s3/f", "report": "http://s3/r"}},
             "output_urls.report",
@@ -56,6 +57,20 @@ def test_job_refusals_name_the_field(overrides, field):
 
     assert refused.value.field == field
     assert str(refused.value).startswith(field)
+
+
+def test_job_for_a_radiograph_needs_no_mask_url():
+    # Given a dx job: findings and heatmap only (which outputs a model needs is the worker's check, per model)
+    data = job_dict(
+        model_name="dx_chest_triage",
+        output_urls={"findings": "http://s3/f.json?sig", "heatmap": "http://s3/h.npz?sig"},
+    )
+    del data["idempotency_key"]
+
+    job = InferenceJob.from_dict(data)
+
+    assert set(job.output_urls) == {"findings", "heatmap"}
+    assert job.idempotency_key == "3f2a9c-v2|dx_chest_triage|1.0.0"
 
 
 def test_job_missing_field_is_named():
@@ -95,6 +110,49 @@ def test_result_round_trips_with_findings():
     assert again == result
     assert again.critical
     assert data["findings"][0]["centre_mm"] == [1.0, -2.5, 30.0]
+    assert data["scores"] == {}
+
+
+def test_result_without_a_finding_still_carries_the_score():
+    result = InferenceResult(
+        job_id="job-2",
+        idempotency_key="3f2a9c-v2|dx_chest_triage|1.0.0",
+        model_name="dx_chest_triage",
+        model_version="1.0.0",
+        status="ok",
+        outputs=("findings", "heatmap"),
+        scores={"nodule_opacity": 0.03},
+    )
+
+    data = result.to_dict()
+    again = InferenceResult.from_dict(data)
+
+    assert data["scores"] == {"nodule_opacity": 0.03} and data["findings"] == []
+    assert again == result and not again.critical
+
+
+def test_result_from_before_scores_existed_is_still_read():
+    # A version-1 result written before the optional field was added has no "scores" key.
+    data = {
+        "schema_version": 1,
+        "job_id": "job-1",
+        "idempotency_key": "k",
+        "model_name": "ct_focal_lesion",
+        "model_version": "1.0.0",
+        "status": "ok",
+        "outputs": ["mask", "findings"],
+    }
+
+    assert InferenceResult.from_dict(data).scores == {}
+
+
+def test_a_result_with_a_score_out_of_range_cannot_be_built():
+    with pytest.raises(MessageError) as refused:
+        InferenceResult(
+            job_id="j", idempotency_key="k", model_name="m", model_version="1", status="ok", scores={"x": 1.2}
+        )
+
+    assert refused.value.field == "scores.x"
 
 
 @pytest.mark.parametrize(
@@ -140,6 +198,11 @@ def test_result_round_trips_with_findings():
         ),
         ({"outputs": ["mask", "dicom"]}, "outputs"),
         ({"patient_id": "123"}, "patient_id"),
+        ({"scores": [0.5]}, "scores"),
+        ({"scores": {"nodule_opacity": 1.5}}, "scores.nodule_opacity"),
+        ({"scores": {"nodule_opacity": float("nan")}}, "scores.nodule_opacity"),
+        ({"scores": {"nodule_opacity": True}}, "scores.nodule_opacity"),
+        ({"scores": {"Patient Name": 0.5}}, "scores"),
     ],
 )
 def test_result_refusals_name_the_field(overrides, field):
