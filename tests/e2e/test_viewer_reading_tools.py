@@ -52,12 +52,23 @@ def _open(page, live_platform, tenant, study_uid):
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
 
 
+def _next_frames(page) -> None:
+    """Let the page handle the input so far (two animation frames), so a busy machine cannot coalesce it away."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def _drag(page, start: tuple[float, float], end: tuple[float, float], steps: int = 50) -> None:
-    # Small steps: a tool places its first point on the first drag event, so one coarse step would be lost.
+    # Small steps: a tool places its first point on the first drag event, so one coarse step would be lost;
+    # the first step and the last point are each let through before going on (a loaded CI machine drops
+    # or merges pointer events otherwise, and the line then starts or ends a few pixels off).
     page.mouse.move(*start)
     page.mouse.down()
+    _next_frames(page)
     for step in range(1, steps + 1):
         page.mouse.move(start[0] + (end[0] - start[0]) * step / steps, start[1] + (end[1] - start[1]) * step / steps)
+        if step == 1:
+            _next_frames(page)
+    _next_frames(page)
     page.mouse.up()
 
 
@@ -90,6 +101,10 @@ def test_measurements_show_hu_statistics_and_last_the_session(page, page_errors,
     assert _number(r"SD ([\d.]+) HU", text) == pytest.approx(0.0, abs=0.5)
 
     # when a 200 px horizontal length is drawn (key L), it reads the matching millimetres
+    # (the scale is read again: the measurement list that just appeared may have resized the viewport)
+    box = page.locator("[data-viewport=main]").bounding_box()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    mm_per_css_px = SIZE * PIXEL_SPACING_MM / min(box["width"], box["height"])
     page.keyboard.press("l")
     _drag(page, (centre[0] - 100, centre[1] + 80), (centre[0] + 100, centre[1] + 80))
     page.wait_for_function(
