@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -72,6 +73,19 @@ def _drag(page, start: tuple[float, float], end: tuple[float, float], steps: int
     page.mouse.up()
 
 
+def _settled_text(page, selector: str, *, timeout_s: float = 10.0) -> str:
+    """The element's text once it stopped changing: a measurement's list entry follows the drag while the
+    tool re-computes its statistics, so the first text with a unit can be an intermediate one."""
+    deadline = time.monotonic() + timeout_s
+    text = page.locator(selector).inner_text()
+    while True:
+        page.wait_for_timeout(300)
+        again = page.locator(selector).inner_text()
+        if again == text or time.monotonic() > deadline:
+            return again
+        text = again
+
+
 def _number(pattern: str, text: str) -> float:
     match = re.search(pattern, text)
     assert match, f"{pattern!r} not in {text!r}"
@@ -91,12 +105,11 @@ def test_measurements_show_hu_statistics_and_last_the_session(page, page_errors,
     page.keyboard.press("e")
     assert page.locator("[data-action=tool-ellipse]").get_attribute("aria-pressed") == "true"
     _drag(page, (centre[0] - 40, centre[1] - 30), (centre[0] + 40, centre[1] + 30))
-    ellipse = page.locator("[data-measurement=ellipse]")
     page.wait_for_function(
         "document.querySelector('[data-measurement=ellipse]')?.textContent.includes('mean')", timeout=15_000
     )
     # then its mean is 40 HU with no spread (the synthetic CT has no noise)
-    text = ellipse.inner_text()
+    text = _settled_text(page, "[data-measurement=ellipse]")
     assert _number(r"mean (-?[\d.]+) HU", text) == pytest.approx(40.0, abs=0.5)
     assert _number(r"SD ([\d.]+) HU", text) == pytest.approx(0.0, abs=0.5)
 
@@ -110,7 +123,7 @@ def test_measurements_show_hu_statistics_and_last_the_session(page, page_errors,
     page.wait_for_function(
         "document.querySelector('[data-measurement=length]')?.textContent.includes('mm')", timeout=15_000
     )
-    length = _number(r"Length ([\d.]+) mm", page.locator("[data-measurement=length]").inner_text())
+    length = _number(r"Length ([\d.]+) mm", _settled_text(page, "[data-measurement=length]"))
     assert length == pytest.approx(200 * mm_per_css_px, rel=0.05)
 
     # when an angle is drawn (key A): two clicks make the first arm, a third closes a right angle
@@ -122,7 +135,7 @@ def test_measurements_show_hu_statistics_and_last_the_session(page, page_errors,
     page.wait_for_function(
         "document.querySelector('[data-measurement=angle]')?.textContent.includes('°')", timeout=15_000
     )
-    angle = _number(r"Angle ([\d.]+)°", page.locator("[data-measurement=angle]").inner_text())
+    angle = _number(r"Angle ([\d.]+)°", _settled_text(page, "[data-measurement=angle]"))
     assert angle == pytest.approx(90.0, abs=2.0)
     screenshot(page, "viewer-measurements.png")
 
