@@ -74,8 +74,9 @@ def test_kill_9_of_the_tenant_orthanc_mid_c_store_send_loses_nothing(platform, i
     sender.wait_mid_request()
     kill_9_tenant_orthanc(tenant, down_for=RESTART_AFTER_SECONDS)
     sender.finish()
-    # then the modality saw its association aborted, so it was never told those instances were stored
-    assert sender.request_errors["aborted"] > 0, sender.summary()
+    # then the modality's association broke (pynetdicom reports an abort, or a request left without any
+    # response, depending on when the process died), so it was never told those instances were stored
+    assert sender.request_errors["aborted"] + sender.request_errors["no response"] > 0, sender.summary()
     unanswered = {uid for uid, reasons in sender.failures.items() if any("aborted" in reason for reason in reasons)}
     assert unanswered, sender.summary()
     # and its resends were all taken; every acknowledged instance is in Orthanc, the index and S3 once
