@@ -606,8 +606,14 @@ class Sender(threading.Thread):
 
 
 def _request_error_kind(error: requests.RequestException) -> str:
-    """A broken request in the words of the fault: refused (nothing listening) or aborted mid-request."""
+    """A broken request in the words of the fault: refused (nothing listening) or aborted mid-request.
+
+    A response cut off while its body was arriving (ChunkedEncodingError: the server died after it
+    had started answering) is a request aborted mid-way too.
+    """
     text = str(error)
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "aborted"
     if isinstance(error, requests.ConnectionError) and "refused" in text:
         return "refused"
     if isinstance(error, requests.ConnectionError) and ("aborted" in text or "reset" in text):
