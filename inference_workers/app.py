@@ -32,6 +32,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
+from inference_workers.arrays import NpzError, crop_to_content, npz_bytes, read_npz
 from inference_workers.messages import (
     STATUS_FAILED,
     STATUS_OK,
@@ -149,12 +150,10 @@ def fetch_volume(url: str) -> tuple[np.ndarray, dict]:
         buffer.write(chunk)
         if buffer.tell() > MAX_INPUT_BYTES:
             raise JobError(f"input is larger than {MAX_INPUT_BYTES} bytes")
-    buffer.seek(0)
     try:
-        with np.load(buffer, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the same refusal
-        raise JobError(f"input is not a readable .npz: {exc.__class__.__name__}") from exc
+        arrays = read_npz(buffer)
+    except NpzError as exc:
+        raise JobError(f"input is not a readable .npz: {exc}") from exc
     expected = {"voxels", "spacing", "orientation", "origin"}
     if set(arrays) != expected:
         raise JobError(f"input arrays must be exactly {sorted(expected)}, got {sorted(arrays)}")
@@ -170,12 +169,6 @@ def fetch_volume(url: str) -> tuple[np.ndarray, dict]:
     if min(geometry["spacing"]) <= 0:
         raise JobError("spacing must be positive")
     return voxels, geometry
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def _model_grid_origin(geometry, native_shape, model_shape) -> tuple[float, float, float]:
@@ -217,7 +210,17 @@ def run_job(job: InferenceJob) -> InferenceResult:
     grid = {"orientation": np.asarray(geometry.orientation), "origin": np.asarray(geometry.origin)}
     outputs = {}
     if prediction.mask is not None:
-        outputs["mask"] = _npz_bytes(mask=prediction.mask, spacing=np.asarray(geometry.spacing), **grid)
+        # Only the box around the findings travels (a few MB, not the input's size): ``offset`` is where it
+        # starts in the input grid, ``shape`` that grid's size.
+        box, offset = crop_to_content(prediction.mask)
+        outputs["mask"] = npz_bytes(
+            compressed=True,
+            mask=box,
+            offset=np.asarray(offset, dtype=np.int64),
+            shape=np.asarray(prediction.mask.shape, dtype=np.int64),
+            spacing=np.asarray(geometry.spacing),
+            **grid,
+        )
     outputs["findings"] = json.dumps(
         {
             "schema_version": 1,
@@ -232,7 +235,8 @@ def run_job(job: InferenceJob) -> InferenceResult:
     ).encode()
     if "heatmap" in job.output_urls:
         # The heatmap lives on the model's grid, which covers the input exactly with bigger voxels.
-        outputs["heatmap"] = _npz_bytes(
+        outputs["heatmap"] = npz_bytes(
+            compressed=True,
             heatmap=prediction.heatmap,
             spacing=np.asarray(prediction.heatmap_spacing),
             orientation=np.asarray(geometry.orientation),

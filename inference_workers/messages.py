@@ -16,6 +16,11 @@ Outputs: every job carries a ``findings`` URL; which others it needs depends on 
 declared in its bundle (``configs/metadata.json`` ``output_urls``: ``mask`` for ct_focal_lesion,
 ``heatmap`` for dx_chest_triage). The worker refuses a job that lacks one, or names one the model
 never writes, with a failed result naming that URL.
+
+``mask.npz`` (compressed): ``mask`` uint8, only the box around the findings (empty when there are none),
+``offset`` where that box starts in the input grid (z, y, x), ``shape`` the input grid's size, and the
+input's ``spacing``, ``orientation`` and ``origin``. ``heatmap.npz`` (compressed): ``heatmap`` on the
+model's own grid with its ``spacing``, ``orientation`` and ``origin``.
 """
 
 from __future__ import annotations

@@ -67,6 +67,8 @@ def pick_device() -> torch.device:
 class ResampleIsotropic:
     """Resample a (z, y, x) volume to ``spacing_mm`` voxels, averaging where it shrinks so noise is not aliased."""
 
+    SLAB_SLICES = 16
+
     def __init__(self, spacing_mm: float) -> None:
         self.spacing_mm = spacing_mm
 
@@ -82,9 +84,31 @@ class ResampleIsotropic:
             batch = F.interpolate(batch, size=upsampled, mode="trilinear", align_corners=False)
         if upsampled != target:
             batch = F.adaptive_avg_pool3d(batch, target)
+        return batch.reshape(*target), self.model_spacing(shape, spacing, target)
+
+    @staticmethod
+    def model_spacing(shape, spacing, target) -> tuple[float, float, float]:
         # The extent is kept exactly, so the new spacing differs slightly from the nominal one.
-        new_spacing = tuple(n * s / t for n, s, t in zip(shape, spacing, target, strict=True))
-        return batch.reshape(*target), new_spacing
+        return tuple(n * s / t for n, s, t in zip(shape, spacing, target, strict=True))
+
+    def shrinks_only(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> bool:
+        return all(t <= n for n, t in zip(shape, self.target_shape(shape, spacing), strict=True))
+
+    def pool_in_slabs(self, voxels: np.ndarray, spacing: tuple[float, float, float]) -> tuple[torch.Tensor, tuple]:
+        """The same box averages as ``__call__`` when every axis shrinks, computed a slab of slices at a time.
+
+        A box average is separable, so each slab is pooled in-plane as soon as it is converted to float,
+        then the stack along z: the full-size float copy of the input (4 bytes a voxel, 0.5 GB for a
+        500-slice CT) never exists, and each slab stays in the CPU caches.
+        """
+        shape = tuple(voxels.shape)
+        target = self.target_shape(shape, spacing)
+        planes = torch.empty((shape[0], target[1], target[2]), dtype=torch.float32)
+        for start in range(0, shape[0], self.SLAB_SLICES):
+            slab = torch.from_numpy(np.ascontiguousarray(voxels[start : start + self.SLAB_SLICES])).float()
+            planes[start : start + len(slab)] = F.adaptive_avg_pool2d(slab, target[1:])
+        pooled = F.adaptive_avg_pool3d(planes[None], target)[0]
+        return pooled, self.model_spacing(shape, spacing, target)
 
 
 class ScaleHounsfield:
@@ -236,8 +260,12 @@ class CtFocalLesionPipeline:
         self.network.to(self.device).eval()
 
     def preprocess(self, voxels: np.ndarray, spacing: tuple[float, float, float]) -> tuple[torch.Tensor, tuple]:
-        volume = torch.from_numpy(np.ascontiguousarray(voxels)).to(self.device, dtype=torch.float32)
-        resampled, model_spacing = self.resample(volume, tuple(float(s) for s in spacing))
+        spacing = tuple(float(s) for s in spacing)
+        if self.device.type == "cpu" and self.resample.shrinks_only(voxels.shape, spacing):
+            resampled, model_spacing = self.resample.pool_in_slabs(voxels, spacing)
+        else:
+            volume = torch.from_numpy(np.ascontiguousarray(voxels)).to(self.device, dtype=torch.float32)
+            resampled, model_spacing = self.resample(volume, spacing)
         return self.scale(resampled), model_spacing
 
     @torch.inference_mode()
@@ -269,7 +297,9 @@ class CtFocalLesionPipeline:
         timings["postprocess"] = time.perf_counter() - started
         return Prediction(
             mask=mask,
-            probability=probability.astype(np.float16),
+            # Through torch: the map is mostly near zero, and NumPy converts values that underflow float16
+            # slowly (0.9 s for the 10 M voxels of a 500-slice CT, against 10 ms; the results are identical).
+            probability=torch.from_numpy(probability).half().numpy(),
             probability_spacing=model_spacing,
             findings=findings,
             timings=timings,

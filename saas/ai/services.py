@@ -274,23 +274,43 @@ def _build_objects(*, tenant: Tenant, analysis: Analysis, spec: ModelSpec, findi
             heatmap=heatmap,
             findings=findings,
         )
-    mask = _npz(_s3_object(tenant, _output_key(analysis, "mask")))["mask"]
-    if mask.shape[0] != len(uids):
-        raise ResultError(f"mask has {mask.shape[0]} slices, the input had {len(uids)}")
+    box, offset = _mask_box(_npz(_s3_object(tenant, _output_key(analysis, "mask"))), slices=len(uids))
     # Only slices the mask touches are read back: the SEG references those, the SR the SEG.
-    touched = [int(z) for z in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))] or [0]
-    sources = dict(
-        zip(touched, _source_datasets(tenant, analysis.series_instance_uid, [uids[z] for z in touched]), strict=True)
-    )
-    built = volume_objects(
+    touched = [offset[0] + int(z) for z in np.flatnonzero(box.reshape(len(box), -1).any(axis=1))] or [0]
+    sources = _source_datasets(tenant, analysis.series_instance_uid, [uids[z] for z in touched])
+    rows, columns = int(sources[0].Rows), int(sources[0].Columns)
+    if offset[1] + box.shape[1] > rows or offset[2] + box.shape[2] > columns:
+        raise ResultError(f"mask box at {offset} of shape {box.shape} exceeds the {rows} x {columns} slices")
+    mask = np.zeros((len(touched), rows, columns), dtype=np.uint8)
+    if box.size:
+        rows_box = slice(offset[1], offset[1] + box.shape[1])
+        columns_box = slice(offset[2], offset[2] + box.shape[2])
+        mask[:, rows_box, columns_box] = box[[z - offset[0] for z in touched]]
+    return volume_objects(
         analysis_id=str(analysis.pk),
         model_name=analysis.model_name,
         model_version=analysis.model_version,
-        source_datasets=[sources[z] for z in touched],
-        mask=mask[touched],
+        source_datasets=sources,
+        mask=mask,
         findings=[{**finding, "centre_voxel": _local_centre(finding, touched)} for finding in findings],
     )
-    return built
+
+
+def _mask_box(arrays: dict[str, np.ndarray], *, slices: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The worker's mask as the box it sent and where that box starts in the input grid; checked against the input."""
+    try:
+        box = arrays["mask"]
+        offset = tuple(int(v) for v in arrays["offset"])
+        shape = tuple(int(v) for v in arrays["shape"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ResultError(f"mask output lacks {error} (mask, offset and shape are required)") from error
+    if box.ndim != 3 or len(offset) != 3 or len(shape) != 3:
+        raise ResultError(f"mask, offset and shape must be 3D, got {box.shape}, {offset}, {shape}")
+    if shape[0] != slices:
+        raise ResultError(f"mask has {shape[0]} slices, the input had {slices}")
+    if any(start < 0 or start + size > total for start, size, total in zip(offset, box.shape, shape, strict=True)):
+        raise ResultError(f"mask box at {offset} of shape {box.shape} lies outside the input grid {shape}")
+    return box, offset
 
 
 def _local_centre(finding: dict, touched: list[int]) -> list[float] | None:

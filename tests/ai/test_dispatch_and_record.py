@@ -178,6 +178,40 @@ def test_a_result_whose_output_is_missing_fails_by_name_and_stores_nothing(ai_cl
     assert _orthanc_modalities(ai_clinic, study.study_instance_uid) == ["CT"]
 
 
+@pytest.mark.parametrize(
+    ("arrays", "error"),
+    [
+        ({"mask": np.ones((2, 2, 2), np.uint8), "shape": np.array([32, 128, 128])}, "lacks 'offset'"),
+        (
+            {"mask": np.ones((4, 4, 4), np.uint8), "offset": np.array([30, 0, 0]), "shape": np.array([32, 128, 128])},
+            "lies outside the input grid",
+        ),
+        (
+            {"mask": np.ones((1, 1, 1), np.uint8), "offset": np.array([0, 0, 0]), "shape": np.array([31, 128, 128])},
+            "mask has 31 slices, the input had 32",
+        ),
+    ],
+)
+def test_a_mask_that_does_not_fit_the_input_fails_by_name_and_stores_nothing(ai_clinic, pipeline, arrays, error):
+    study = _complete(ai_clinic, pipeline, lesion_ct(slices=32))
+    (job_data,) = _dispatch(ai_clinic, study)
+    result = run_job(InferenceJob.from_dict(job_data))
+    with tenant_context(tenant_ids=[ai_clinic.pk]):
+        analysis = Analysis.objects.get()
+    # Given the worker wrote a mask box that does not fit the input it was sent
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    key = f"ai-outputs/{analysis.pk}/1/mask.npz"
+    s3_client().put_object(Bucket=ai_clinic.s3_bucket, Key=key, Body=buffer.getvalue())
+    _record(ai_clinic, result)
+    with tenant_context(tenant_ids=[ai_clinic.pk]):
+        analysis.refresh_from_db()
+        assert analysis.status == AnalysisStatus.FAILED and error in analysis.error, analysis.error
+        assert Finding.objects.count() == 0
+        assert not Study.objects.get().ai_critical
+    assert _orthanc_modalities(ai_clinic, study.study_instance_uid) == ["CT"]
+
+
 def test_a_clinic_without_ai_sends_nothing(ai_clinic, pipeline):
     ai_clinic.ai_enabled = False
     ai_clinic.save(update_fields=["ai_enabled"])

@@ -117,11 +117,18 @@ def test_worker_process_runs_a_job_from_the_queue(s3, inference_broker_url, infe
     assert result.critical and len(result.findings) == 1
     assert result.device == "cpu"
     assert {"fetch", "preprocess", "forward", "postprocess", "write_back"} <= set(result.timings)
-    # And the outputs are in S3: a mask on the input grid, the findings document, the heatmap
+    # And the outputs are in S3: the mask as the box around the lesion within the input grid, the findings
+    # document, the heatmap
     client, bucket = s3
     with np.load(io.BytesIO(client.get_object(Bucket=bucket, Key=output_keys["mask"])["Body"].read())) as mask:
-        assert mask["mask"].shape == volume.voxels.shape and mask["mask"].any()
-        assert tuple(mask["origin"]) == (-80.0, -80.0, -40.0)
+        box, offset = mask["mask"], tuple(int(v) for v in mask["offset"])
+        assert tuple(mask["shape"]) == volume.voxels.shape and tuple(mask["origin"]) == (-80.0, -80.0, -40.0)
+        inside = zip(offset, box.shape, volume.voxels.shape, strict=True)
+        assert all(0 <= start and start + size <= total for start, size, total in inside)
+        assert box.size < volume.voxels.size / 8
+        # cropped to its content: every face of the box touches the lesion
+        for axis in range(3):
+            assert np.take(box, 0, axis=axis).any() and np.take(box, -1, axis=axis).any()
     document = json.loads(client.get_object(Bucket=bucket, Key=output_keys["findings"])["Body"].read())
     assert document["critical"] is True and "not for clinical use" in document["disclaimer"]
     with np.load(io.BytesIO(client.get_object(Bucket=bucket, Key=output_keys["heatmap"])["Body"].read())) as heatmap:

@@ -19,6 +19,23 @@ def test_resample_keeps_the_extent_and_averages_down():
     assert spacing == (2.0, 2.0, 2.0)
 
 
+def test_slab_pooling_gives_the_whole_volume_averages_without_the_float_copy():
+    # Given a thin-slice int16 volume whose slice count is not a multiple of the slab
+    rng = np.random.default_rng(3)
+    voxels = rng.integers(-1024, 3000, size=(2 * ResampleIsotropic.SLAB_SLICES + 5, 61, 47), dtype=np.int16)
+    resample = ResampleIsotropic(2.0)
+    spacing = (0.7, 0.75, 0.9)
+    assert resample.shrinks_only(voxels.shape, spacing)
+
+    pooled, pooled_spacing = resample.pool_in_slabs(voxels, spacing)
+    whole, whole_spacing = resample(torch.from_numpy(voxels).float(), spacing)
+
+    assert pooled.shape == whole.shape == (13, 23, 21) and pooled_spacing == whole_spacing
+    assert torch.allclose(pooled, whole, atol=1e-2)
+    # and a volume that must grow along an axis is not one for slabs
+    assert not resample.shrinks_only((10, 61, 47), (5.0, 0.75, 0.9))
+
+
 def test_upsample_box_matches_a_constant_and_a_ramp():
     probability = np.tile(np.linspace(0, 1, 10, dtype=np.float32), (4, 6, 1))
 
