@@ -76,18 +76,22 @@ def _segments_for_findings(mask: np.ndarray, findings: list[dict]) -> tuple[np.n
     Each component goes to the finding whose centre is nearest its own centre of mass; components
     without a finding (none should exist) are dropped rather than shown unexplained.
     """
-    components, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))
     labels = np.zeros(mask.shape, dtype=np.uint8)
     segment_numbers = [0] * len(findings)
-    if count == 0 or not findings:
+    (box,) = ndimage.find_objects((mask > 0).astype(np.uint8)) or (None,)
+    if box is None or not findings:
         return labels, tuple(segment_numbers)
+    # Measured inside the box around the mask only: the full frames are mostly empty.
+    inside = mask[box] > 0
+    components, count = ndimage.label(inside, structure=np.ones((3, 3, 3)))
+    start = np.asarray([axis.start for axis in box], dtype=float)
     centres = np.asarray([finding.get("centre_voxel") or (0, 0, 0) for finding in findings], dtype=float)
     owners: dict[int, list[int]] = {}
-    for component, centre in enumerate(ndimage.center_of_mass(mask > 0, components, range(1, count + 1)), start=1):
-        nearest = int(np.argmin(np.linalg.norm(centres - np.asarray(centre), axis=1)))
+    for component, centre in enumerate(ndimage.center_of_mass(inside, components, range(1, count + 1)), start=1):
+        nearest = int(np.argmin(np.linalg.norm(centres - (start + np.asarray(centre)), axis=1)))
         owners.setdefault(nearest, []).append(component)
     for segment, finding_index in enumerate(sorted(owners), start=1):
-        labels[np.isin(components, owners[finding_index])] = segment
+        labels[box][np.isin(components, owners[finding_index])] = segment
         segment_numbers[finding_index] = segment
     return labels, tuple(segment_numbers)
 

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ from django.utils import timezone
 from inference_workers.messages import InferenceJob, InferenceResult, idempotency_key
 from saas.ai.dicom_results import BuiltObjects, image_objects, volume_objects
 from saas.ai.enums import AnalysisStatus
-from saas.ai.inputs import InputError, input_key_for, series_for_model, volume_build
+from saas.ai.inputs import InputError, input_key_for, instance_file, series_for_model, volume_build
 from saas.ai.models import Analysis, Finding
 from saas.ai.registry import ModelSpec, model_spec, model_specs
 from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
@@ -33,7 +34,7 @@ from saas.audit.services import audit_record
 from saas.config.celery import app
 from saas.studies.enums import StudyAIStatus
 from saas.studies.models import Instance, Series, Study
-from saas.studies.orthanc import OrthancError, orthanc_client, orthanc_store
+from saas.studies.orthanc import orthanc_store
 from saas.studies.services import study_rehydrate
 from saas.studies.validation import Refusal, validate_instance
 from tenants.models import Tenant
@@ -52,6 +53,10 @@ class ResultError(RuntimeError):
 class JobRef:
     tenant_id: int
     analysis_id: str
+
+
+# Seconds the Django side spends on a job before the worker gets it, kept beside the worker's stages.
+DISPATCH_STAGES = ("input_build", "input_upload")
 
 
 def job_id_for(analysis: Analysis) -> str:
@@ -166,6 +171,7 @@ def _dispatch(*, tenant: Tenant, study: Study, series: Series, spec: ModelSpec, 
             return False
         if study.evicted_at is not None:
             study_rehydrate(tenant=tenant, study=study)
+        started = time.perf_counter()
         try:
             volume = volume_build(tenant=tenant, series=series, spec=spec)
         except InputError as error:
@@ -175,10 +181,16 @@ def _dispatch(*, tenant: Tenant, study: Study, series: Series, spec: ModelSpec, 
         analysis.attempts += 1
         analysis.input_key = f"ai-inputs/{analysis.pk}.npz"
         analysis.input_instances = volume.sop_instance_uids
+        built = time.perf_counter()
         client = s3_client()
         client.put_object(
             Bucket=tenant.s3_bucket, Key=analysis.input_key, Body=volume.npz, ContentType="application/octet-stream"
         )
+        # The Django side's stages; the worker's are added to them when its result is recorded.
+        analysis.timings = {
+            "input_build": round(built - started, 3),
+            "input_upload": round(time.perf_counter() - built, 3),
+        }
         ttl = settings.READROOM_AI_URL_TTL_SECONDS
         job = InferenceJob(
             job_id=job_id_for(analysis),
@@ -250,15 +262,15 @@ def _source_datasets(tenant: Tenant, series_instance_uid: str, sop_instance_uids
             series__series_instance_uid=series_instance_uid, sop_instance_uid__in=sop_instance_uids
         ).values_list("sop_instance_uid", "orthanc_instance_id")
     )
-    datasets = []
     for uid in sop_instance_uids:
         if uid not in orthanc_ids:
             raise ResultError(f"source instance {uid} is no longer in the index")
-        response = orthanc_client(tenant).get(f"/instances/{orthanc_ids[uid]}/file")
-        if response.status_code != 200:
-            raise OrthancError(f"Orthanc did not return source instance {orthanc_ids[uid]} ({response.status_code})")
-        datasets.append(pydicom.dcmread(io.BytesIO(response.content), stop_before_pixels=True))
-    return datasets
+
+    def header(uid: str) -> pydicom.Dataset:
+        return pydicom.dcmread(io.BytesIO(instance_file(tenant, orthanc_ids[uid])), stop_before_pixels=True)
+
+    with ThreadPoolExecutor(max_workers=settings.READROOM_AI_INPUT_FETCH_THREADS) as pool:
+        return list(pool.map(header, sop_instance_uids))
 
 
 def _build_objects(*, tenant: Tenant, analysis: Analysis, spec: ModelSpec, findings: list[dict]) -> BuiltObjects:
@@ -337,7 +349,8 @@ def analysis_record_result(*, tenant: Tenant, result: InferenceResult) -> Analys
             logger.info("ai result of an earlier attempt of analysis %s: dropped", analysis.pk)
             return analysis
         study = Study.objects.select_for_update().get(pk=analysis.study_id)
-        analysis.timings = dict(result.timings)
+        dispatch_timings = {name: analysis.timings[name] for name in DISPATCH_STAGES if name in analysis.timings}
+        analysis.timings = {**dispatch_timings, **result.timings}
         analysis.scores = dict(result.scores)
         analysis.device = result.device[:16]
         if result.status != "ok":

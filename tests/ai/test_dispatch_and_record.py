@@ -97,6 +97,15 @@ def test_a_ct_with_a_15_mm_lesion_gets_seg_sr_findings_and_the_critical_flag(ai_
     assert seg.SeriesDescription == "AI generated — not for clinical use"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == datasets[0].SeriesInstanceUID
     assert seg.SegmentSequence[0].SegmentAlgorithmName == "ct_focal_lesion"
+    # (its frames outline the lesion on the slices it spans, the lesion's centre slice among them)
+    framed = {
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert str(lesion_slice.SOPInstanceUID) in framed and 5 <= len(framed) <= 12
+    assert seg.pixel_array.any()
+    # And the time of each stage is kept, the Django side's beside the worker's
+    assert {"input_build", "input_upload", "fetch", "preprocess", "forward", "write_back"} <= recorded.timings.keys()
     # And the processing is audited (dispatch as an export, the result as an import)
     with tenant_context(tenant_ids=[ai_clinic.pk]):
         events = AuditEvent.objects.filter(tenant_id=ai_clinic.pk, detail__operation__in=["ai_dispatch", "ai_result"])
