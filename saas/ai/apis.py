@@ -74,6 +74,7 @@ class AnalysisViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     @extend_schema(request=None, responses={202: AnalysisSerializer}, parameters=[ANALYSIS_ID])
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
+        """Send a failed analysis again: answered 202 with it pending; a worker builds the input and sends the job."""
         analysis = self.get_object()
         try:
             analysis = analysis_retry(tenant=request.actor.active_tenant, analysis=analysis, actor=request.actor)

@@ -428,14 +428,19 @@ def _slice_uid(uids: list[str], centre_voxel) -> str:
 
 
 def analysis_retry(*, tenant: Tenant, analysis: Analysis, actor=None) -> Analysis:
-    """An administrator sends a failed analysis again (a new attempt, so the workers treat it as a new job)."""
+    """An administrator sends a failed analysis again: it goes back to pending and a dispatch task is queued.
+
+    The input is built by the Celery worker (``ai.dispatch_analysis``), not in the administrator's request:
+    reading a 500-slice series from Orthanc takes seconds. The new attempt gets a new job id.
+    """
     with transaction.atomic():
-        locked = Analysis.objects.select_for_update().get(pk=analysis.pk)
+        locked = Analysis.objects.select_for_update().select_related("study").get(pk=analysis.pk)
         if locked.status != AnalysisStatus.FAILED:
             raise ValueError(f"only a failed analysis can be retried; this one is {locked.status}")
         locked.status = AnalysisStatus.PENDING
         locked.error = ""
         locked.save()
+        _study_ai_summary(Study.objects.select_for_update().get(pk=locked.study_id))
         audit_record(
             event_id=AuditEventId.APPLICATION_ACTIVITY,
             action=AuditAction.EXECUTE,
@@ -444,17 +449,31 @@ def analysis_retry(*, tenant: Tenant, analysis: Analysis, actor=None) -> Analysi
             study_instance_uids=[locked.study.study_instance_uid],
             detail={"operation": "ai_retry", "analysis": str(locked.pk), "model": locked.model_name},
         )
-    spec = model_spec(locked.model_name)
-    series = Series.objects.filter(study=locked.study, series_instance_uid=locked.series_instance_uid).first()
+        from saas.ai.tasks import dispatch_analysis  # the tasks module imports this one
+
+        tenant_id, analysis_id = tenant.pk, str(locked.pk)
+        transaction.on_commit(lambda: dispatch_analysis.delay(tenant_id=tenant_id, analysis_id=analysis_id))
+    return locked
+
+
+def analysis_dispatch(*, tenant: Tenant, analysis_id) -> Analysis | None:
+    """Send one pending analysis (a retried one): build its input and queue the job; None when it is gone."""
+    analysis = Analysis.objects.filter(pk=analysis_id).select_related("study").first()
+    if analysis is None:
+        return None
+    spec = model_spec(analysis.model_name)
+    series = Series.objects.filter(study=analysis.study, series_instance_uid=analysis.series_instance_uid).first()
     if spec is None or series is None:
         with transaction.atomic():
-            _fail(locked, "the model or the analysed series no longer exists")
-        return locked
-    _dispatch(tenant=tenant, study=locked.study, series=series, spec=spec, analysis_id=locked.pk)
+            locked = Analysis.objects.select_for_update().get(pk=analysis.pk)
+            if locked.status == AnalysisStatus.PENDING:
+                _fail(locked, "the model or the analysed series no longer exists")
+    else:
+        _dispatch(tenant=tenant, study=analysis.study, series=series, spec=spec, analysis_id=analysis.pk)
     with transaction.atomic():
-        _study_ai_summary(Study.objects.select_for_update().get(pk=locked.study_id))
-    locked.refresh_from_db()
-    return locked
+        _study_ai_summary(Study.objects.select_for_update().get(pk=analysis.study_id))
+    analysis.refresh_from_db()
+    return analysis
 
 
 def result_payload(raw: object) -> InferenceResult:

@@ -72,6 +72,22 @@ def store_all(tenant, datasets) -> None:
         orthanc_store(tenant, dataset_bytes(dataset))
 
 
+def take_tasks(task_name: str, *, queue: str = "django", timeout: float = 10.0, expect: int = 1) -> list[dict]:
+    """Take the messages of one Django-side task off a queue of the test broker; their keyword arguments."""
+    connection = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(found) < expect:
+        for raw in connection.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            if message["headers"]["task"] == task_name:
+                _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+                connection.lrem(queue, 1, raw)
+                found.append(kwargs)
+        time.sleep(0.1)
+    return found
+
+
 def take_jobs(job_prefix: str, *, timeout: float = 10.0, expect: int = 1) -> list[dict]:
     """Take the inference jobs of one tenant off the pool queues of the test broker (others stay queued)."""
     connection = redis.Redis.from_url(settings.CELERY_BROKER_URL)

@@ -8,6 +8,7 @@ it, the inference worker runs the model, and the result comes back as SEG + SR, 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -119,6 +120,18 @@ def _orthanc_modalities(tenant, study_uid: str) -> list[str]:
     return sorted(series["MainDicomTags"].get("Modality", "") for series in answer.json())
 
 
+AI_TASKS = {"ai.dispatch_study", "ai.dispatch_analysis", "inference.run", "ai.record_result"}
+
+
+def _ai_messages_in_flight(state: redis.Redis) -> list[str]:
+    """AI task messages still queued, or delivered and not yet acknowledged (both apps acknowledge late)."""
+    queues = ("django", "inference.cpu", "inference.gpu")
+    messages = [json.loads(raw) for queue in queues for raw in state.lrange(queue, 0, -1)]
+    # kombu's Redis transport keeps each delivered, unacknowledged message as [message, exchange, routing key]
+    messages += [json.loads(raw)[0] for raw in state.hvals("unacked")]
+    return [message["headers"]["task"] for message in messages if message["headers"]["task"] in AI_TASKS]
+
+
 def test_a_ct_with_a_15_mm_lesion_is_triaged_critical_with_seg_and_sr(ai_platform, unique_slug):
     # Given an AI-enabled clinic and a CT with one 15 mm lesion
     tenant = _ai_clinic(unique_slug)
@@ -177,8 +190,8 @@ def test_a_worker_killed_mid_job_still_yields_exactly_one_result(ai_platform, un
             results = AuditEvent.objects.filter(tenant_id=tenant.pk, detail__operation="ai_result").count()
             return Analysis.objects.count(), results, Finding.objects.filter(analysis=recorded).count()
 
-    # Give a duplicate, if any were coming, time to arrive
-    time.sleep(3)
+    # Once no AI message is queued or held unacknowledged by a worker, no duplicate can still arrive
+    wait_for(lambda: not _ai_messages_in_flight(state), timeout=60, interval=0.2, what="the AI queues to drain")
     analyses, results, findings = committed(recorded_once)
     assert (analyses, results) == (1, 1)
     assert findings == 1

@@ -6,6 +6,7 @@ from saas.ai.enums import AnalysisStatus
 from saas.ai.models import Analysis
 from tenants.context import tenant_context
 from tenants.enums import Role
+from tests.ai.conftest import take_tasks
 from tests.factories import person, study_row, tenant_row
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +83,22 @@ def test_only_a_failed_analysis_can_be_retried(client):
     with tenant_context(tenant_ids=[clinic.pk]):
         done.refresh_from_db()
     assert done.status == AnalysisStatus.SUCCEEDED
+
+
+def test_a_retry_answers_at_once_with_the_analysis_pending_and_queues_its_dispatch(
+    client, django_capture_on_commit_callbacks
+):
+    # Given a failed analysis at this clinic
+    clinic = tenant_row()
+    failed = _analysis(clinic, status=AnalysisStatus.FAILED)
+    client.force_login(person(role=Role.CLINIC_ADMIN, tenant=clinic))
+    # When the administrator retries it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/v1/ai/analyses/{failed.pk}/retry/")
+    # Then the answer comes without building the input: pending, the error cleared, a dispatch queued after commit
+    assert response.status_code == 202
+    assert response.json()["status"] == AnalysisStatus.PENDING and response.json()["error"] == ""
+    assert take_tasks("ai.dispatch_analysis") == [{"tenant_id": clinic.pk, "analysis_id": str(failed.pk)}]
+    with tenant_context(tenant_ids=[clinic.pk]):
+        failed.refresh_from_db()
+        assert failed.status == AnalysisStatus.PENDING and failed.study.ai_status == "pending"

@@ -16,13 +16,14 @@ from saas.ai.enums import AnalysisStatus
 from saas.ai.models import Analysis, Finding
 from saas.ai.selectors import study_findings
 from saas.ai.services import analysis_record_result, analysis_retry, study_ai_dispatch
+from saas.ai.tasks import dispatch_analysis
 from saas.audit.models import AuditEvent
 from saas.studies.enums import StudyAIStatus
 from saas.studies.models import Study
 from saas.studies.orthanc import orthanc_client
 from tenants.context import tenant_context
 from tenants.provisioning.storage import shared_s3_client as s3_client
-from tests.ai.conftest import PATIENT_ID, PATIENT_NAME, chest_dx, lesion_ct, store_all, take_jobs
+from tests.ai.conftest import PATIENT_ID, PATIENT_NAME, chest_dx, lesion_ct, store_all, take_jobs, take_tasks
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
 
@@ -143,7 +144,7 @@ def test_the_ai_objects_arriving_do_not_ask_for_a_second_analysis(ai_clinic, pip
         assert len(study_findings(Study.objects.get())) == 1
 
 
-def test_a_failed_result_is_visible_and_can_be_retried(ai_clinic, pipeline):
+def test_a_failed_result_is_visible_and_can_be_retried(ai_clinic, pipeline, django_capture_on_commit_callbacks):
     study = _complete(ai_clinic, pipeline, lesion_ct(slices=32))
     (job_data,) = _dispatch(ai_clinic, study)
     job = InferenceJob.from_dict(job_data)
@@ -160,9 +161,18 @@ def test_a_failed_result_is_visible_and_can_be_retried(ai_clinic, pipeline):
         analysis = Analysis.objects.get()
         assert analysis.status == AnalysisStatus.FAILED and "3 deliveries" in analysis.error
         assert Study.objects.get().ai_status == StudyAIStatus.FAILED
-        # When an administrator retries it, then a new attempt is sent as a new job
-        retried = analysis_retry(tenant=ai_clinic, analysis=analysis)
-    assert retried.status == AnalysisStatus.DISPATCHED and retried.attempts == 2
+        # When an administrator retries it, then it is pending again and the worker is asked to send it
+        with django_capture_on_commit_callbacks(execute=True):
+            retried = analysis_retry(tenant=ai_clinic, analysis=analysis)
+        assert retried.status == AnalysisStatus.PENDING and retried.attempts == 1
+        assert Study.objects.get().ai_status == StudyAIStatus.PENDING
+    (task,) = take_tasks("ai.dispatch_analysis")
+    assert task == {"tenant_id": ai_clinic.pk, "analysis_id": str(analysis.pk)}
+    dispatch_analysis(**task)
+    with tenant_context(tenant_ids=[ai_clinic.pk]):
+        analysis.refresh_from_db()
+        assert analysis.status == AnalysisStatus.DISPATCHED and analysis.attempts == 2
+    # and the new attempt goes to the pool as a new job
     (second,) = take_jobs(f"t{ai_clinic.pk}.", expect=1)
     assert second["job_id"] != job.job_id and second["idempotency_key"] == job.idempotency_key
     # And a late result of the first attempt changes nothing

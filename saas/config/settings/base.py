@@ -216,6 +216,7 @@ CELERY_TASK_ROUTES = {
     "studies.sync_all": {"queue": "sync"},
     "studies.sync_tenant": {"queue": "sync"},
     "ai.dispatch_study": {"queue": "django"},
+    "ai.dispatch_analysis": {"queue": "django"},
     "ai.record_result": {"queue": "django"},
 }
 CELERY_BEAT_SCHEDULE = {
