@@ -32,6 +32,8 @@ class Analysis(TenantScopedModel):
     input_key = models.CharField(max_length=300, blank=True)
     # SOP Instance UIDs of the input, in the volume's slice order: a finding's slice index maps back here.
     input_instances = models.JSONField(default=list, blank=True)
+    # Where the input's first voxel lies in the series' grid (slice, row, column): CT inputs are cut to the body.
+    input_offset = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -181,6 +181,7 @@ def _dispatch(*, tenant: Tenant, study: Study, series: Series, spec: ModelSpec, 
         analysis.attempts += 1
         analysis.input_key = f"ai-inputs/{analysis.pk}.npz"
         analysis.input_instances = volume.sop_instance_uids
+        analysis.input_offset = list(volume.offset)
         built = time.perf_counter()
         client = s3_client()
         client.put_object(
@@ -286,7 +287,10 @@ def _build_objects(*, tenant: Tenant, analysis: Analysis, spec: ModelSpec, findi
             heatmap=heatmap,
             findings=findings,
         )
-    box, offset = _mask_box(_npz(_s3_object(tenant, _output_key(analysis, "mask"))), slices=len(uids))
+    box, in_input = _mask_box(_npz(_s3_object(tenant, _output_key(analysis, "mask"))), slices=len(uids))
+    # The mask is on the input's grid, which may be a crop of the series': back to the series' own grid.
+    crop = tuple(analysis.input_offset or (0, 0, 0))
+    offset = tuple(a + b for a, b in zip(in_input, crop, strict=True))
     # Only slices the mask touches are read back: the SEG references those, the SR the SEG.
     touched = [offset[0] + int(z) for z in np.flatnonzero(box.reshape(len(box), -1).any(axis=1))] or [0]
     sources = _source_datasets(tenant, analysis.series_instance_uid, [uids[z] for z in touched])
@@ -304,7 +308,7 @@ def _build_objects(*, tenant: Tenant, analysis: Analysis, spec: ModelSpec, findi
         model_version=analysis.model_version,
         source_datasets=sources,
         mask=mask,
-        findings=[{**finding, "centre_voxel": _local_centre(finding, touched)} for finding in findings],
+        findings=[{**finding, "centre_voxel": _local_centre(finding, touched, crop)} for finding in findings],
     )
 
 
@@ -325,13 +329,13 @@ def _mask_box(arrays: dict[str, np.ndarray], *, slices: int) -> tuple[np.ndarray
     return box, offset
 
 
-def _local_centre(finding: dict, touched: list[int]) -> list[float] | None:
-    """A finding's centre with z counted among the touched slices only (the sub-volume the SEG is built on)."""
+def _local_centre(finding: dict, touched: list[int], crop: tuple[int, ...]) -> list[float] | None:
+    """A finding's centre in the SEG's sub-volume: z among the touched slices, rows and columns of the full frame."""
     centre = finding.get("centre_voxel")
     if not centre:
         return None
-    z = min(range(len(touched)), key=lambda index: abs(touched[index] - centre[0]))
-    return [float(z), float(centre[1]), float(centre[2])]
+    z = min(range(len(touched)), key=lambda index: abs(touched[index] - (centre[0] + crop[0])))
+    return [float(z), float(centre[1] + crop[1]), float(centre[2] + crop[2])]
 
 
 def analysis_record_result(*, tenant: Tenant, result: InferenceResult) -> Analysis | None:

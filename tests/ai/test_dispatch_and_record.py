@@ -104,7 +104,11 @@ def test_a_ct_with_a_15_mm_lesion_gets_seg_sr_findings_and_the_critical_flag(ai_
         for frame in seg.PerFrameFunctionalGroupsSequence
     }
     assert str(lesion_slice.SOPInstanceUID) in framed and 5 <= len(framed) <= 12
-    assert seg.pixel_array.any()
+    # (and in the plane where the lesion is: the input was cut to the body, the SEG is on the full frames)
+    rows, columns = np.nonzero(seg.pixel_array.any(axis=0))
+    corner, spacing = [float(v) for v in lesion_slice.ImagePositionPatient], float(lesion_slice.PixelSpacing[0])
+    assert corner[0] + columns.mean() * spacing == pytest.approx(40.0, abs=3.0)
+    assert corner[1] + rows.mean() * spacing == pytest.approx(-30.0, abs=3.0)
     # And the time of each stage is kept, the Django side's beside the worker's
     assert {"input_build", "input_upload", "fetch", "preprocess", "forward", "write_back"} <= recorded.timings.keys()
     # And the processing is audited (dispatch as an export, the result as an import)

@@ -1,12 +1,13 @@
 """The de-identified model input: voxels and geometry only, slices in patient order, refusals that name the problem."""
 
 import io
+import math
 import random
 
 import numpy as np
 import pytest
 
-from saas.ai.inputs import InputError, input_key_for, series_for_model, volume_build
+from saas.ai.inputs import NOT_AIR_HU, InputError, input_key_for, series_for_model, volume_build
 from saas.ai.registry import model_spec
 from saas.studies.models import Series, Study
 from tenants.context import tenant_context
@@ -31,12 +32,25 @@ def test_a_ct_series_becomes_voxels_in_slice_order_with_nothing_identifying(ai_c
     # Then it holds exactly the four arrays of the message schema, in HU, ordered along the normal
     with np.load(io.BytesIO(volume.npz), allow_pickle=False) as archive:
         assert sorted(archive.files) == ["orientation", "origin", "spacing", "voxels"]
-        voxels = archive["voxels"]
-        assert voxels.dtype == np.int16 and voxels.shape == (24, 128, 128)
+        voxels, origin = archive["voxels"], archive["origin"]
+        assert voxels.dtype == np.int16 and voxels.shape == volume.shape
         assert archive["spacing"].tolist() == pytest.approx([2.5, 2.8, 2.8])
-        assert archive["origin"].tolist() == pytest.approx([float(v) for v in datasets[0].ImagePositionPatient])
     expected = np.stack([d.pixel_array.astype(np.int16) - 1024 for d in datasets])
-    np.testing.assert_array_equal(voxels, expected)
+    # cut in-plane to the body: what is left out is air, with a margin of at least 10 mm kept around the rest
+    z0, row0, column0 = volume.offset
+    rows, columns = slice(row0, row0 + voxels.shape[1]), slice(column0, column0 + voxels.shape[2])
+    assert z0 == 0 and voxels.shape[0] == 24 and voxels.shape[1] * voxels.shape[2] < 0.8 * 128 * 128
+    np.testing.assert_array_equal(voxels, expected[:, rows, columns])
+    outside = np.ones((128, 128), dtype=bool)
+    outside[rows, columns] = False
+    assert (expected[:, outside] <= NOT_AIR_HU).all()
+    body_rows, body_columns = np.nonzero((voxels > NOT_AIR_HU).any(axis=0))
+    margin = math.ceil(10.0 / 2.8)
+    assert (body_rows.min(), body_columns.min()) == (margin, margin)
+    assert (voxels.shape[1] - 1 - body_rows.max(), voxels.shape[2] - 1 - body_columns.max()) == (margin, margin)
+    # and the origin moved with the cut (axial slices: rows along y, columns along x)
+    first = [float(v) for v in datasets[0].ImagePositionPatient]
+    assert origin.tolist() == pytest.approx([first[0] + column0 * 2.8, first[1] + row0 * 2.8, first[2]])
     assert volume.sop_instance_uids == [str(d.SOPInstanceUID) for d in datasets]
     # And nothing that identifies the patient or the study travels
     for secret in (PATIENT_NAME, PATIENT_ID, "Testperson", str(datasets[0].StudyInstanceUID), "ACC-AI-1"):
