@@ -318,8 +318,10 @@ def _mask_box(arrays: dict[str, np.ndarray], *, slices: int) -> tuple[np.ndarray
         box = arrays["mask"]
         offset = tuple(int(v) for v in arrays["offset"])
         shape = tuple(int(v) for v in arrays["shape"])
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
         raise ResultError(f"mask output lacks {error} (mask, offset and shape are required)") from error
+    except (TypeError, ValueError) as error:
+        raise ResultError(f"mask output's offset or shape is not a list of integers ({error})") from error
     if box.ndim != 3 or len(offset) != 3 or len(shape) != 3:
         raise ResultError(f"mask, offset and shape must be 3D, got {box.shape}, {offset}, {shape}")
     if shape[0] != slices:
