@@ -59,6 +59,26 @@ def unique_slug():
     return make
 
 
+def celery_tasks_in_flight(names: set[str], queues: tuple[str, ...] = ("django",)) -> list[str]:
+    """Messages of these tasks still queued on this session's broker, or delivered and not yet acknowledged.
+
+    Our Celery apps acknowledge late, so an empty answer means no such task is waiting or running: what it
+    would have done is done. kombu's Redis transport keeps each unacknowledged delivery in the ``unacked``
+    hash as [message, exchange, routing key].
+    """
+    import json
+
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        messages = [json.loads(raw) for queue in queues for raw in broker.lrange(queue, 0, -1)]
+        messages += [json.loads(raw)[0] for raw in broker.hvals("unacked")]
+    finally:
+        broker.close()
+    return [message["headers"]["task"] for message in messages if message["headers"]["task"] in names]
+
+
 def committed(function, *args, **kwargs):
     """Run on a separate connection that commits, so other processes (gunicorn, workers) see the rows.
 

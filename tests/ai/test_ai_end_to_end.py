@@ -8,7 +8,6 @@ it, the inference worker runs the model, and the result comes back as SEG + SR, 
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from saas.studies.orthanc import orthanc_client
 from tenants.context import tenant_context
 from tenants.provisioning.storage import shared_s3_client as s3_client
 from tests.ai.conftest import PATIENT_ID, PATIENT_NAME, lesion_ct, store_all
-from tests.conftest import committed
+from tests.conftest import celery_tasks_in_flight, committed
 from tests.faults.conftest import Process, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
@@ -121,15 +120,7 @@ def _orthanc_modalities(tenant, study_uid: str) -> list[str]:
 
 
 AI_TASKS = {"ai.dispatch_study", "ai.dispatch_analysis", "inference.run", "ai.record_result"}
-
-
-def _ai_messages_in_flight(state: redis.Redis) -> list[str]:
-    """AI task messages still queued, or delivered and not yet acknowledged (both apps acknowledge late)."""
-    queues = ("django", "inference.cpu", "inference.gpu")
-    messages = [json.loads(raw) for queue in queues for raw in state.lrange(queue, 0, -1)]
-    # kombu's Redis transport keeps each delivered, unacknowledged message as [message, exchange, routing key]
-    messages += [json.loads(raw)[0] for raw in state.hvals("unacked")]
-    return [message["headers"]["task"] for message in messages if message["headers"]["task"] in AI_TASKS]
+AI_QUEUES = ("django", "inference.cpu", "inference.gpu")
 
 
 def test_a_ct_with_a_15_mm_lesion_is_triaged_critical_with_seg_and_sr(ai_platform, unique_slug):
@@ -191,7 +182,9 @@ def test_a_worker_killed_mid_job_still_yields_exactly_one_result(ai_platform, un
             return Analysis.objects.count(), results, Finding.objects.filter(analysis=recorded).count()
 
     # Once no AI message is queued or held unacknowledged by a worker, no duplicate can still arrive
-    wait_for(lambda: not _ai_messages_in_flight(state), timeout=60, interval=0.2, what="the AI queues to drain")
+    wait_for(
+        lambda: not celery_tasks_in_flight(AI_TASKS, AI_QUEUES), timeout=60, interval=0.2, what="AI queues drained"
+    )
     analyses, results, findings = committed(recorded_once)
     assert (analyses, results) == (1, 1)
     assert findings == 1

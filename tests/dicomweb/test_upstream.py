@@ -1,12 +1,12 @@
 """The relay to a tenant's Orthanc: URLs rewritten across chunk seams, kept-alive connections reused safely."""
 
 import random
-import time
 
 import pytest
 
 from saas.dicomweb import upstream
 from saas.dicomweb.upstream import ORTHANC_URL_PREFIX, orthanc_open, rewrite_chunks
+from tests.faults.conftest import wait_for
 
 NEW_PREFIX = b"https://readroom.example.org/dicomweb/clinic/"
 
@@ -62,7 +62,7 @@ def test_connections_are_kept_alive_replaced_when_orthanc_closed_them_and_droppe
     kept = pool._idle[0]
     assert read_all() and pool._idle == [kept]
     # Orthanc closes idle connections after its keep-alive timeout: the next request does not notice
-    time.sleep(2.5)
+    wait_for(lambda: not upstream._still_open(kept), timeout=30, interval=0.1, what="Orthanc to close the idle one")
     assert read_all() and len(pool._idle) == 1 and pool._idle[0] is not kept
     # a body abandoned half-way (the reader went away) never goes back to the pool
     response = orthanc_open(clinic.tenant, frame, accept=accept)

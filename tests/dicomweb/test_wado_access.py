@@ -22,6 +22,7 @@ from tenants.selectors import token_hash
 from tenants.services import api_token_revoke, credential_grant
 from tests.dicomweb.conftest import index_rows
 from tests.factories import api_token, person, tenant_row
+from tests.faults.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
 
@@ -110,11 +111,11 @@ def test_a_revoked_token_stops_reading_within_the_actor_cache_bound(client, clin
 
 def test_an_expired_token_is_refused_at_once_even_while_cached(client, clinic_with_ct, actor_cache_clock):
     clinic = clinic_with_ct
-    _, raw = api_token(tenant=clinic.tenant, expires_in=timedelta(seconds=2))
+    token, raw = api_token(tenant=clinic.tenant, expires_in=timedelta(seconds=2))
     bearer = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     frame = f"{clinic.instance_path(0)}/frames/1"
     assert client.get(frame, **bearer).status_code == 200
-    time.sleep(2.1)
+    wait_for(lambda: timezone.now() > token.expires_at, timeout=10, interval=0.05, what="the token to expire")
     # the cache's own clock has not moved: the expiry alone refuses it
     assert client.get(frame, **bearer).status_code == 401
 

@@ -3,7 +3,6 @@
 import base64
 import hashlib
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -104,7 +103,7 @@ def test_a_batch_archived_twice_is_archived_once_and_completes_the_study(client,
 
 
 def test_the_sweeper_queues_a_lost_batch_once_and_again_only_after_its_claim_lapsed(
-    client, clinic, write_token, pipeline, monkeypatch
+    client, clinic, write_token, pipeline
 ):
     # given four indexed instances whose archive task was lost (never run), received long enough ago
     study, instances = _indexed_study(client, clinic, write_token, pipeline)
@@ -112,20 +111,19 @@ def test_the_sweeper_queues_a_lost_batch_once_and_again_only_after_its_claim_lap
     with tenant_context(tenant_ids=[clinic.pk]):
         Instance.objects.filter(pk__in=ids).update(received_at=timezone.now() - timedelta(minutes=5))
     _queued_archive_batches(clinic)
-    # (claims that lapse after one second instead of a minute, so the test need not wait)
-    monkeypatch.setattr(tasks, "ARCHIVE_CLAIM_SECONDS", 1)
     # when the sweeper runs twice in a row
     tasks.archive_sweep_tenant(tenant_id=clinic.pk)
     tasks.archive_sweep_tenant(tenant_id=clinic.pk)
     # then the four are queued once, in one task
     assert _queued_archive_batches(clinic) == [ids]
     # when that task is lost too (its worker killed) and its claim has lapsed, the sweeper queues them again
-    time.sleep(1.5)
+    # (the claim is set to have lapsed a second ago rather than waited out)
+    tasks._ArchiveClaims.extend(clinic.pk, ids, seconds=-1)
     tasks.archive_sweep_tenant(tenant_id=clinic.pk)
     assert _queued_archive_batches(clinic) == [ids]
     # when the task runs, then the study is archived and the sweeper has nothing left to queue
     tasks.archive_instances.apply(kwargs={"tenant_id": clinic.pk, "instance_ids": ids}, throw=True)
     assert _state(clinic, study)[0] == StudyStatus.ARCHIVED
-    time.sleep(1.5)
+    tasks._ArchiveClaims.extend(clinic.pk, ids, seconds=-1)
     tasks.archive_sweep_tenant(tenant_id=clinic.pk)
     assert _queued_archive_batches(clinic) == []

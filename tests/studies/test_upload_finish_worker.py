@@ -21,7 +21,7 @@ from saas.studies.synthetic import ct_series, dataset_bytes
 from saas.studies.uploads import upload_batches_requeue_stalled
 from tenants.context import tenant_context
 from tenants.orthanc import orthanc_endpoint
-from tests.conftest import committed
+from tests.conftest import celery_tasks_in_flight, committed
 from tests.faults.conftest import wait_for
 from tests.studies.upload_worker import django_worker
 
@@ -161,7 +161,9 @@ def test_finish_answers_202_and_a_worker_stores_the_batch_with_each_refusal_in_t
     # when it is finished again, then the summary comes back at once and nothing is stored or audited again
     again = uploader.finish(batch_id)
     assert again.status_code == 200 and again.json()["summary"] == summary
-    time.sleep(1)
+    wait_for(
+        lambda: not celery_tasks_in_flight({"studies.upload_finish"}), timeout=60, interval=0.2, what="no finish left"
+    )
     assert len(_orthanc_sop_instance_uids(tenant)) == 2
     [transferred] = _audit(tenant, AuditEventId.INSTANCES_TRANSFERRED)
     assert transferred.detail["stored"] == 2 and transferred.actor_username.startswith("token:")
