@@ -35,6 +35,7 @@ import pytest
 import requests
 from django.conf import settings
 
+from scripts.stack import s3_server_argv
 from tests.conftest import committed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,26 +365,10 @@ def faults_platform(django_db_setup, django_db_blocker):
         # The same credentials the application signs with; through the environment, not argv.
         "RCLONE_AUTH_KEY": f'"{os.environ["AWS_ACCESS_KEY_ID"]},{os.environ["AWS_SECRET_ACCESS_KEY"]}"',
     }
-    # The stack's own rclone command line (scripts/stack.py s3_up), on a private port and directory.
+    # The stack's own rclone command line, on a private port and directory.
     s3 = Process(
         "s3",
-        [
-            str(VENV_BIN / "rclone"),
-            "serve",
-            "s3",
-            "--config",
-            os.devnull,
-            "--addr",
-            f"127.0.0.1:{s3_port}",
-            "--force-path-style=true",
-            "--etag-hash",
-            "MD5",
-            "--dir-cache-time",
-            "1s",
-            "--max-header-bytes",
-            "65536",
-            f":local:{s3_dir}",
-        ],
+        s3_server_argv(f"127.0.0.1:{s3_port}", s3_dir),
         env=s3_environment,
         ready=lambda process: port_answers(s3_port),
     )
