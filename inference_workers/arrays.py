@@ -2,9 +2,10 @@
 
 ``np.load`` reads each member through ``zipfile``'s stream reader and copies it out: for a 500-slice
 CT that cost about a second of a worker's time, as much as half the forward pass. An uncompressed
-(stored) member is already an ``.npy`` lying in the downloaded bytes, so it is checked (CRC-32, header)
-and viewed in place. Compressed members, and ``.npy`` header versions this reader does not know, take
-``np.load``'s own path. Object arrays are refused either way (``allow_pickle`` is never set).
+(stored) member is already an ``.npy`` lying in the downloaded bytes (any writable buffer: the worker
+downloads into an anonymous mapping), so it is checked (CRC-32, header) and viewed in place.
+Compressed members, and ``.npy`` header versions this reader does not know, take ``np.load``'s own path.
+Object arrays are refused either way (``allow_pickle`` is never set).
 """
 
 from __future__ import annotations
@@ -27,16 +28,47 @@ class NpzError(ValueError):
     """The bytes are not an ``.npz`` of plain arrays; the message names the member and the problem."""
 
 
-def read_npz(buffer: io.BytesIO) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` held in ``buffer``; stored members share its memory (writable, no copy).
+class _MemoryFile(io.RawIOBase):
+    """A read-only, seekable file over a memoryview, for ``zipfile`` (``io.BytesIO`` would copy the bytes)."""
 
-    The buffer must not be written to (or resized) while the arrays are in use.
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise OSError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, target) -> int:
+        chunk = self._view[self._position : self._position + len(target)]
+        target[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+
+def read_npz(buffer) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` held in ``buffer`` (writable bytes-like: ``bytearray``, ``mmap``).
+
+    Stored members share its memory (writable, no copy): the buffer must not be written to while the
+    arrays are in use.
     """
+    view = memoryview(buffer).cast("B")
     try:
-        archive = zipfile.ZipFile(buffer)
+        archive = zipfile.ZipFile(_MemoryFile(view))
     except (zipfile.BadZipFile, OSError) as error:
         raise NpzError(f"not a zip archive ({error})") from error
-    view = buffer.getbuffer()
     arrays = {}
     with archive:
         for info in archive.infolist():

@@ -11,10 +11,8 @@ import pytest
 from inference_workers.arrays import NpzError, crop_to_content, npz_bytes, read_npz
 
 
-def _buffer(data: bytes) -> io.BytesIO:
-    buffer = io.BytesIO()
-    buffer.write(data)
-    return buffer
+def _buffer(data: bytes) -> bytearray:
+    return bytearray(data)
 
 
 def test_stored_members_are_read_in_place_and_writable():
@@ -26,7 +24,7 @@ def test_stored_members_are_read_in_place_and_writable():
     assert np.array_equal(arrays["voxels"], voxels) and arrays["voxels"].dtype == np.int16
     assert arrays["spacing"].tolist() == [1.0, 0.5, 0.5]
     # a view of the downloaded bytes, not a copy, and usable by torch.from_numpy without a warning
-    assert np.shares_memory(arrays["voxels"], np.frombuffer(buffer.getbuffer(), dtype=np.uint8))
+    assert np.shares_memory(arrays["voxels"], np.frombuffer(buffer, dtype=np.uint8))
     assert arrays["voxels"].flags.writeable
 
 
