@@ -99,16 +99,45 @@ class ResampleIsotropic:
 
         A box average is separable, so each slab is pooled in-plane as soon as it is converted to float,
         then the stack along z: the full-size float copy of the input (4 bytes a voxel, 0.5 GB for a
-        500-slice CT) never exists, and each slab stays in the CPU caches.
+        500-slice CT) never exists, and each slab stays in the CPU caches. Each slab is converted into one
+        reused buffer laid out channels-last (the slab's slices as channels), which PyTorch's CPU pooling
+        vectorises across; its default layout walks each window voxel by voxel. For a 500-slice CT on 2
+        threads: 0.15-0.23 s before, 0.09-0.13 s now.
         """
         shape = tuple(voxels.shape)
         target = self.target_shape(shape, spacing)
         planes = torch.empty((shape[0], target[1], target[2]), dtype=torch.float32)
+        slab = torch.empty((1, min(self.SLAB_SLICES, shape[0]), *shape[1:]), memory_format=torch.channels_last)
         for start in range(0, shape[0], self.SLAB_SLICES):
-            slab = torch.from_numpy(np.ascontiguousarray(voxels[start : start + self.SLAB_SLICES])).float()
-            planes[start : start + len(slab)] = F.adaptive_avg_pool2d(slab, target[1:])
-        pooled = F.adaptive_avg_pool3d(planes[None], target)[0]
-        return pooled, self.model_spacing(shape, spacing, target)
+            source = torch.from_numpy(voxels[start : start + self.SLAB_SLICES])
+            converted = slab[:, : len(source)]
+            converted.copy_(source[None])
+            planes[start : start + len(source)] = F.adaptive_avg_pool2d(converted, target[1:])[0]
+        return average_along(planes, 0, target[0]), self.model_spacing(shape, spacing, target)
+
+
+def average_along(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``tensor`` averaged down to ``size`` along ``dim`` in the windows ``adaptive_avg_pool`` uses.
+
+    Output i averages inputs floor(i*n/size) to ceil((i+1)*n/size), so windows hold at most
+    ceil(n/size) + 1 inputs: one weighted, gathered copy per window position. PyTorch's 3D adaptive pooling
+    spends 0.08 s on the z-axis of a 500-slice CT (its in-plane windows are single voxels); this 0.02 s.
+    """
+    count = tensor.shape[dim]
+    index = torch.arange(size)
+    starts = index * count // size
+    ends = -(-(index + 1) * count // size)
+    lengths = ends - starts
+    weight_shape = [1] * tensor.dim()
+    weight_shape[dim] = size
+    total = None
+    for step in range(int(lengths.max())):
+        inside = starts + step < ends
+        rows = torch.minimum(starts + step, ends - 1)
+        weights = (inside.to(tensor.dtype) / lengths.to(tensor.dtype)).reshape(weight_shape)
+        term = tensor.index_select(dim, rows) * weights
+        total = term if total is None else total.add_(term)
+    return total
 
 
 class ScaleHounsfield:

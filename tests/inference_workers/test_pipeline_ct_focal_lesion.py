@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from inference_workers.pipelines.ct_focal_lesion import Geometry, LesionFindings, ResampleIsotropic, upsample_box
+from inference_workers.pipelines.ct_focal_lesion import (
+    Geometry,
+    LesionFindings,
+    ResampleIsotropic,
+    average_along,
+    upsample_box,
+)
 from inference_workers.synthetic import Ellipsoid, voxel_centres_mm
 from tests.inference_workers.conftest import tiny_volume
 
@@ -34,6 +41,16 @@ def test_slab_pooling_gives_the_whole_volume_averages_without_the_float_copy():
     assert torch.allclose(pooled, whole, atol=1e-2)
     # and a volume that must grow along an axis is not one for slabs
     assert not resample.shrinks_only((10, 61, 47), (5.0, 0.75, 0.9))
+
+
+@pytest.mark.parametrize(("count", "size"), [(500, 250), (353, 138), (37, 13), (9, 9), (7, 1), (11, 10)])
+def test_average_along_an_axis_uses_the_adaptive_pooling_windows(count, size):
+    tensor = torch.from_numpy(np.random.default_rng(count).normal(size=(3, count, 5)).astype(np.float32))
+
+    averaged = average_along(tensor, 1, size)
+
+    expected = torch.nn.functional.adaptive_avg_pool1d(tensor.transpose(1, 2), size).transpose(1, 2)
+    assert averaged.shape == (3, size, 5) and torch.allclose(averaged, expected, atol=1e-5)
 
 
 def test_upsample_box_matches_a_constant_and_a_ramp():
