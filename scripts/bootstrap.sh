@@ -13,7 +13,8 @@ log() { printf 'bootstrap: %s\n' "$*"; }
 if [[ $(id -u) -eq 0 ]]; then SUDO=(); else SUDO=(sudo -n); fi
 
 # --- Debian packages ---------------------------------------------------------------------
-packages=(orthanc orthanc-dicomweb dcmtk postgresql redis-server chromium)
+# nginx: tests/dicomweb/test_nginx_accel.py runs the README's production configuration in front of gunicorn.
+packages=(orthanc orthanc-dicomweb dcmtk postgresql redis-server chromium nginx)
 # The venv must be Python 3.11 with ensurepip; Debian splits that into python3.11-venv.
 if ! command -v python3.11 >/dev/null || ! python3.11 -c 'import ensurepip, venv' 2>/dev/null; then
     packages+=(python3.11 python3.11-venv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 
@@ -124,8 +125,9 @@ class LivePlatform:
         return committed(create)
 
 
-@pytest.fixture(scope="session")
-def live_platform(django_db_setup, django_db_blocker):
+@contextlib.contextmanager
+def running_gunicorn(*, environment: dict[str, str] | None = None, log_name: str = "live-platform"):
+    """A real gunicorn serving the test database on a free port; yields its URL. ``environment`` adds settings."""
     import os
     import subprocess
     import sys
@@ -137,13 +139,14 @@ def live_platform(django_db_setup, django_db_blocker):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     root = Path(__file__).resolve().parents[1]
-    log_path = Path(settings.VAR_DIR) / "test" / "live-platform.log"
+    log_path = Path(settings.VAR_DIR) / "test" / f"{log_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {
+    process_environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "saas.config.settings.test",
         "READROOM_URL": url,
         "READROOM_TEST_DATABASE": settings.DATABASES["default"]["NAME"],
+        **(environment or {}),
     }
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -160,7 +163,7 @@ def live_platform(django_db_setup, django_db_blocker):
                 "120",
             ],
             cwd=root,
-            env=environment,
+            env=process_environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -174,13 +177,18 @@ def live_platform(django_db_setup, django_db_blocker):
                 # Not up yet (refused, or too slow to answer on a busy machine).
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the live platform did not start; see {log_path}")
+                raise RuntimeError(f"gunicorn did not start; see {log_path}")
             time.sleep(0.3)
-        with django_db_blocker.unblock():
-            yield LivePlatform(url)
+        yield url
     finally:
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_platform(django_db_setup, django_db_blocker):
+    with running_gunicorn() as url, django_db_blocker.unblock():
+        yield LivePlatform(url)

@@ -1,0 +1,222 @@
+"""The production byte path: a real nginx, configured with the README's own locations, in front of gunicorn.
+
+Django authorises and audits each request and answers X-Accel-Redirect; nginx then fetches the bytes from the
+tenant's Orthanc with the credential Django handed it, and none of that hand-over reaches the client.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from saas.studies.orthanc import orthanc_store
+from saas.studies.synthetic import ct_series, dataset_bytes
+from tenants.enums import TokenScope
+from tenants.orthanc import orthanc_endpoint
+from tenants.services import api_token_create, tenant_create
+from tests.conftest import _free_port, committed, running_gunicorn
+from tests.dicomweb.conftest import index_orthanc
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+README = Path(__file__).resolve().parents[2] / "README.md"
+FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+HAND_OVER_HEADERS = ("X-Accel-Redirect", "X-Readroom-Orthanc-Origin", "X-Readroom-Orthanc-Authorization")
+
+
+def readme_locations(secret: str) -> str:
+    """The nginx block of README's "Serving DICOMweb bytes from nginx (production)", with this run's secret."""
+    text = README.read_text()
+    section = text[text.index("### Serving DICOMweb bytes from nginx (production)") :]
+    block = re.search(r"```nginx\n(.*?)```", section, re.S).group(1)
+    assert "<READROOM_DICOMWEB_ACCEL_SECRET>" in block
+    return block.replace("<READROOM_DICOMWEB_ACCEL_SECRET>", secret)
+
+
+@dataclass
+class NginxPlatform:
+    url: str
+    access_log: Path
+    slug: str
+    read_token: str
+    other_token: str
+    study_uid: str
+    series_uid: str
+    sop_uids: list[str]
+    tenant: object
+
+    def series_path(self) -> str:
+        return f"/dicomweb/{self.slug}/studies/{self.study_uid}/series/{self.series_uid}"
+
+
+def _clinic_with_ct():
+    tenant, _ = tenant_create(slug=f"nginx-{uuid.uuid4().hex[:8]}", name="Clinic Behind nginx")
+    other, _ = tenant_create(slug=f"nginx-other-{uuid.uuid4().hex[:8]}", name="Other Clinic")
+    _, read = api_token_create(tenant=tenant, name="nginx test", scopes=[TokenScope.STUDIES_READ])
+    _, other_read = api_token_create(tenant=other, name="nginx test", scopes=[TokenScope.STUDIES_READ])
+    datasets = ct_series(patient_id="NGINX-1", patient_name="Synthetic^Nginx", accession_number="NGX1", slices=3)
+    for dataset in datasets:
+        orthanc_store(tenant, dataset_bytes(dataset))
+    index_orthanc(tenant)
+    return tenant, read, other_read, datasets
+
+
+@pytest.fixture(scope="module")
+def nginx_platform(django_db_setup, django_db_blocker):
+    if not Path(NGINX).exists():
+        pytest.fail("nginx is not installed: `make bootstrap` installs it (Debian package nginx)")
+    secret = secrets.token_urlsafe(24)
+    with django_db_blocker.unblock():
+        tenant, read, other_read, datasets = committed(_clinic_with_ct)
+    work = Path(settings.VAR_DIR) / "test" / f"nginx-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    # Run as root, nginx's workers switch to nobody: their temporary files go in a directory anyone may write.
+    work.chmod(0o777)
+    environment = {"READROOM_DICOMWEB_ACCEL_REDIRECT": "/_orthanc", "READROOM_DICOMWEB_ACCEL_SECRET": secret}
+    with running_gunicorn(environment=environment, log_name="nginx-accel-gunicorn") as web_url:
+        port = _free_port()
+        temp_paths = "\n".join(
+            f"    {kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config = work / "nginx.conf"
+        config.write_text(
+            f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/error.log info;\n"
+            f"events {{ worker_connections 64; }}\n"
+            # Which upstreams each request reached: gunicorn, then (after X-Accel-Redirect) the tenant's Orthanc.
+            f"http {{\n    log_format upstreams '$request_uri $upstream_addr';\n"
+            f"    access_log {work}/access.log upstreams;\n{temp_paths}\n"
+            f"    upstream readroom_web {{ server {web_url.removeprefix('http://')}; }}\n"
+            f"    server {{\n        listen 127.0.0.1:{port};\n{readme_locations(secret)}\n    }}\n}}\n"
+        )
+        checked = subprocess.run([NGINX, "-t", "-p", str(work), "-c", str(config)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+        process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(config)], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/dicomweb/", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"nginx did not start; see {work}/error.log") from None
+                    time.sleep(0.1)
+            with django_db_blocker.unblock():
+                yield NginxPlatform(
+                    url=f"http://127.0.0.1:{port}",
+                    access_log=work / "access.log",
+                    slug=tenant.slug,
+                    read_token=read,
+                    other_token=other_read,
+                    study_uid=datasets[0].StudyInstanceUID,
+                    series_uid=datasets[0].SeriesInstanceUID,
+                    sop_uids=[dataset.SOPInstanceUID for dataset in datasets],
+                    tenant=tenant,
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _get(platform: NginxPlatform, path: str, token: str | None, **headers) -> requests.Response:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.get(f"{platform.url}{path}", headers=headers, timeout=30)
+
+
+def _upstreams(platform: NginxPlatform, path: str) -> list[str]:
+    """The upstream addresses nginx logged for the last request to ``path``."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in platform.access_log.read_text().splitlines() if line.startswith(path + " ")]
+        if lines:
+            return [address.strip() for address in lines[-1].removeprefix(path + " ").split(" : ")]
+        time.sleep(0.05)
+    raise AssertionError(f"nginx logged no request to {path}")
+
+
+def _only_part(response: requests.Response) -> bytes:
+    boundary = response.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"').encode()
+    parts = response.content.split(b"--" + boundary)
+    assert len(parts) == 3 and parts[2].startswith(b"--"), "one part between the opening and closing boundary"
+    _, _, body = parts[1].partition(b"\r\n\r\n")
+    return body.removesuffix(b"\r\n")
+
+
+def test_nginx_serves_orthancs_frame_bytes_after_django_authorised(nginx_platform):
+    path = f"{nginx_platform.series_path()}/instances/{nginx_platform.sop_uids[1]}/frames/1"
+
+    response = _get(nginx_platform, path, nginx_platform.read_token, **FRAME_ACCEPT)
+
+    assert response.status_code == 200, response.text[:300]
+    endpoint = orthanc_endpoint(nginx_platform.tenant)
+    # nginx reached gunicorn, then Orthanc itself: Django did not stream these bytes.
+    upstreams = _upstreams(nginx_platform, path)
+    assert len(upstreams) == 2 and upstreams[1] == endpoint.http_url.removeprefix("http://").rstrip("/")
+    direct = requests.get(
+        f"{endpoint.http_url}/dicom-web/studies/{nginx_platform.study_uid}/series/{nginx_platform.series_uid}"
+        f"/instances/{nginx_platform.sop_uids[1]}/frames/1",
+        headers=FRAME_ACCEPT,
+        auth=endpoint.auth,
+        timeout=30,
+    )
+    # The same pixels, in Orthanc's own multipart form.
+    pixels = _only_part(direct)
+    assert _only_part(response) == pixels and len(pixels) == 64 * 64 * 2
+    # Django's cache headers, and nothing of the hand-over to nginx
+    assert response.headers["Cache-Control"].startswith("private, max-age=") and response.headers["ETag"]
+    for name in HAND_OVER_HEADERS:
+        assert name not in response.headers
+    assert endpoint.password not in str(response.headers)
+
+
+def test_nginx_passes_on_djangos_refusals_without_touching_orthanc(nginx_platform):
+    path = f"{nginx_platform.series_path()}/instances/{nginx_platform.sop_uids[0]}/frames/1"
+
+    anonymous = _get(nginx_platform, path, None, **FRAME_ACCEPT)
+    other_clinic = _get(nginx_platform, path, nginx_platform.other_token, **FRAME_ACCEPT)
+    missing = _get(nginx_platform, path.replace(nginx_platform.sop_uids[0], "1.2.3.4"), nginx_platform.read_token)
+
+    assert anonymous.status_code in (401, 403) and b"\x00\x00" not in anonymous.content
+    assert other_clinic.status_code == 404 and len(other_clinic.content) < 2000
+    assert missing.status_code == 404
+    for response in (anonymous, other_clinic, missing):
+        for name in HAND_OVER_HEADERS:
+            assert name not in response.headers
+    # Only gunicorn was asked each time
+    assert len(_upstreams(nginx_platform, path)) == 1
+
+
+def test_the_internal_location_cannot_be_asked_for_directly(nginx_platform):
+    path = (
+        f"/_orthanc/{nginx_platform.slug}/dicom-web/studies/{nginx_platform.study_uid}/series/"
+        f"{nginx_platform.series_uid}/instances/{nginx_platform.sop_uids[0]}/frames/1"
+    )
+
+    response = _get(nginx_platform, path, nginx_platform.read_token, **FRAME_ACCEPT)
+
+    assert response.status_code == 404
+
+
+def test_metadata_behind_nginx_is_still_djangos_with_public_urls(nginx_platform):
+    response = _get(
+        nginx_platform,
+        f"{nginx_platform.series_path()}/metadata",
+        nginx_platform.read_token,
+        Accept="application/dicom+json",
+    )
+
+    assert response.status_code == 200
+    instances = response.json()
+    assert len(instances) == 3
+    assert "/dicom-web/" not in response.text and f"/dicomweb/{nginx_platform.slug}/" in response.text
