@@ -9,10 +9,10 @@ STACK := $(PY) scripts/stack.py
 # the caller may have exported for `stack.py up`.
 LOAD_ENV := set -a; . var/local.env; set +a
 
-.PHONY: help bootstrap frontend frontend-check up down status demo test lint bench
+.PHONY: help bootstrap frontend frontend-check ohif up down status demo test lint bench
 
 help:
-	@echo "make bootstrap|frontend|frontend-check|up|down|status|demo|test|lint|bench  (PYTEST_ARGS=... for test)"
+	@echo "make bootstrap|frontend|frontend-check|ohif|up|down|status|demo|test|lint|bench  (PYTEST_ARGS=... for test)"
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -30,6 +30,10 @@ frontend: bootstrap frontend/dist/viewer.js
 # Type check, lint and unit tests of the viewer (vitest), without a browser.
 frontend-check: bootstrap
 	cd frontend && npm run typecheck && npm run lint && npm test
+
+# OHIF Viewer v3's prebuilt release (npm pack, pinned integrity) for the conformance test, in var/ohif/dist.
+ohif: bootstrap
+	scripts/fetch_ohif.sh
 
 up: bootstrap frontend
 	$(STACK) up
@@ -49,7 +53,7 @@ demo: up
 	    trap 'kill $$tail_pid 2>/dev/null; echo; echo "Still running at $$READROOM_URL; stop it with: make down"; exit 0' INT TERM; \
 	    wait $$tail_pid
 
-test: bootstrap frontend frontend-check
+test: bootstrap frontend frontend-check ohif
 	$(STACK) up --no-web
 	$(LOAD_ENV); DJANGO_SETTINGS_MODULE=saas.config.settings.test $(PY) -m pytest $(PYTEST_ARGS)
 

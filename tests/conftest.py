@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -186,6 +189,66 @@ def running_gunicorn(*, environment: dict[str, str] | None = None, log_name: str
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@dataclass
+class RunningNginx:
+    url: str
+    port: int
+    access_log: Path
+
+
+@contextlib.contextmanager
+def running_nginx(server: Callable[[int], str], *, upstream: str):
+    """Debian's nginx on a free loopback port, with the locations ``server(port)`` returns inside its server block
+    and ``readroom_web`` naming ``upstream`` (host:port). Its access log lists each request's URI and the upstream
+    addresses it reached, in order."""
+    import os
+    import subprocess
+    import time
+
+    import requests
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is not installed: `make bootstrap` installs it (Debian package nginx)")
+    work = Path(settings.VAR_DIR) / "test" / f"nginx-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    # Run as root, nginx's workers switch to nobody: their temporary files go in a directory anyone may write.
+    work.chmod(0o777)
+    port = _free_port()
+    temp_paths = "".join(
+        f"    {kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = work / "nginx.conf"
+    config.write_text(
+        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/error.log info;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        "    include /etc/nginx/mime.types;\n"
+        "    log_format upstreams '$request_uri $upstream_addr';\n"
+        f"    access_log {work}/access.log upstreams;\n{temp_paths}"
+        f"    upstream readroom_web {{ server {upstream}; }}\n"
+        f"    server {{\n        listen 127.0.0.1:{port};\n{server(port)}\n    }}\n}}\n"
+    )
+    checked = subprocess.run([nginx, "-t", "-p", str(work), "-c", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    process = subprocess.Popen([nginx, "-p", str(work), "-c", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start; see {work}/error.log") from None
+                time.sleep(0.1)
+        yield RunningNginx(url=f"http://127.0.0.1:{port}", port=port, access_log=work / "access.log")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

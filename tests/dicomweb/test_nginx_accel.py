@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,17 +15,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 
 from saas.studies.orthanc import orthanc_store
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.enums import TokenScope
 from tenants.orthanc import orthanc_endpoint
 from tenants.services import api_token_create, tenant_create
-from tests.conftest import _free_port, committed, running_gunicorn
+from tests.conftest import committed, running_gunicorn, running_nginx
 from tests.dicomweb.conftest import index_orthanc
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 README = Path(__file__).resolve().parents[2] / "README.md"
 FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
 HAND_OVER_HEADERS = ("X-Accel-Redirect", "X-Readroom-Orthanc-Origin", "X-Readroom-Orthanc-Authorization")
@@ -72,60 +68,26 @@ def _clinic_with_ct():
 
 @pytest.fixture(scope="module")
 def nginx_platform(django_db_setup, django_db_blocker):
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: `make bootstrap` installs it (Debian package nginx)")
     secret = secrets.token_urlsafe(24)
     with django_db_blocker.unblock():
         tenant, read, other_read, datasets = committed(_clinic_with_ct)
-    work = Path(settings.VAR_DIR) / "test" / f"nginx-{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
-    # Run as root, nginx's workers switch to nobody: their temporary files go in a directory anyone may write.
-    work.chmod(0o777)
     environment = {"READROOM_DICOMWEB_ACCEL_REDIRECT": "/_orthanc", "READROOM_DICOMWEB_ACCEL_SECRET": secret}
-    with running_gunicorn(environment=environment, log_name="nginx-accel-gunicorn") as web_url:
-        port = _free_port()
-        temp_paths = "\n".join(
-            f"    {kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    with (
+        running_gunicorn(environment=environment, log_name="nginx-accel-gunicorn") as web_url,
+        running_nginx(lambda port: readme_locations(secret), upstream=web_url.removeprefix("http://")) as nginx,
+        django_db_blocker.unblock(),
+    ):
+        yield NginxPlatform(
+            url=nginx.url,
+            access_log=nginx.access_log,
+            slug=tenant.slug,
+            read_token=read,
+            other_token=other_read,
+            study_uid=datasets[0].StudyInstanceUID,
+            series_uid=datasets[0].SeriesInstanceUID,
+            sop_uids=[dataset.SOPInstanceUID for dataset in datasets],
+            tenant=tenant,
         )
-        config = work / "nginx.conf"
-        config.write_text(
-            f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/error.log info;\n"
-            f"events {{ worker_connections 64; }}\n"
-            # Which upstreams each request reached: gunicorn, then (after X-Accel-Redirect) the tenant's Orthanc.
-            f"http {{\n    log_format upstreams '$request_uri $upstream_addr';\n"
-            f"    access_log {work}/access.log upstreams;\n{temp_paths}\n"
-            f"    upstream readroom_web {{ server {web_url.removeprefix('http://')}; }}\n"
-            f"    server {{\n        listen 127.0.0.1:{port};\n{readme_locations(secret)}\n    }}\n}}\n"
-        )
-        checked = subprocess.run([NGINX, "-t", "-p", str(work), "-c", str(config)], capture_output=True, text=True)
-        assert checked.returncode == 0, checked.stderr
-        process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(config)], stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/dicomweb/", timeout=2)
-                    break
-                except requests.ConnectionError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"nginx did not start; see {work}/error.log") from None
-                    time.sleep(0.1)
-            with django_db_blocker.unblock():
-                yield NginxPlatform(
-                    url=f"http://127.0.0.1:{port}",
-                    access_log=work / "access.log",
-                    slug=tenant.slug,
-                    read_token=read,
-                    other_token=other_read,
-                    study_uid=datasets[0].StudyInstanceUID,
-                    series_uid=datasets[0].SeriesInstanceUID,
-                    sop_uids=[dataset.SOPInstanceUID for dataset in datasets],
-                    tenant=tenant,
-                )
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _get(platform: NginxPlatform, path: str, token: str | None, **headers) -> requests.Response:
