@@ -26,6 +26,8 @@ from tests.dicomweb.conftest import index_orthanc
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+pytestmark = [pytest.mark.orthanc]
+
 HAND_OVER_HEADERS = ("X-Accel-Redirect", "X-Readroom-Orthanc-Origin", "X-Readroom-Orthanc-Authorization")
 
 
