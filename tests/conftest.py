@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,8 +198,8 @@ class RunningNginx:
 
 
 @contextlib.contextmanager
-def running_nginx(server: Callable[[int], str], *, upstream: str):
-    """Debian's nginx on a free loopback port, with the locations ``server(port)`` returns inside its server block
+def running_nginx(server: str, *, upstream: str):
+    """Debian's nginx on a free loopback port, with the locations ``server`` inside its server block
     and ``readroom_web`` naming ``upstream`` (host:port). Its access log lists each request's URI and the upstream
     addresses it reached, in order."""
     import os
@@ -229,7 +228,7 @@ def running_nginx(server: Callable[[int], str], *, upstream: str):
         "    log_format upstreams '$request_uri $upstream_addr';\n"
         f"    access_log {work}/access.log upstreams;\n{temp_paths}"
         f"    upstream readroom_web {{ server {upstream}; }}\n"
-        f"    server {{\n        listen 127.0.0.1:{port};\n{server(port)}\n    }}\n}}\n"
+        f"    server {{\n        listen 127.0.0.1:{port};\n{server}\n    }}\n}}\n"
     )
     checked = subprocess.run([nginx, "-t", "-p", str(work), "-c", str(config)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr

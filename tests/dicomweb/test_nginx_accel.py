@@ -76,7 +76,7 @@ def nginx_platform(django_db_setup, django_db_blocker):
     environment = {"READROOM_DICOMWEB_ACCEL_REDIRECT": "/_orthanc", "READROOM_DICOMWEB_ACCEL_SECRET": secret}
     with (
         running_gunicorn(environment=environment, log_name="nginx-accel-gunicorn") as web_url,
-        running_nginx(lambda port: readme_locations(secret), upstream=web_url.removeprefix("http://")) as nginx,
+        running_nginx(readme_locations(secret), upstream=web_url.removeprefix("http://")) as nginx,
         django_db_blocker.unblock(),
     ):
         yield NginxPlatform(

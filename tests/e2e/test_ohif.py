@@ -45,8 +45,7 @@ def ohif(live_platform):
     config.parent.mkdir(parents=True)
     config.parent.chmod(0o755)
 
-    def server(port: int) -> str:
-        return f"""
+    server = f"""
         location ~ ^/(dicomweb|login|logout|static|healthz)(/|$) {{
             proxy_pass http://readroom_web;
             proxy_set_header Host $http_host;
@@ -54,7 +53,7 @@ def ohif(live_platform):
         }}
         location = /app-config.js {{ alias {config}; }}
         location / {{ root {OHIF_DIST}; try_files $uri /index.html; }}
-        """
+    """
 
     try:
         with running_nginx(server, upstream=live_platform.url.removeprefix("http://")) as nginx:
