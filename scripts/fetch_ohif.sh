@@ -15,7 +15,8 @@ rm -rf "$TARGET"
 mkdir -p "$TARGET"
 echo "fetch_ohif: npm pack @ohif/app@$VERSION"
 tarball=$(cd "$TARGET" && npm pack --silent "@ohif/app@$VERSION")
-actual="sha512-$(openssl dgst -sha512 -binary "$TARGET/$tarball" | base64 -w0)"
+# npm's own integrity format (sha512-<base64>), computed by the venv's Python (bootstrap made it).
+actual=$(.venv/bin/python -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$TARGET/$tarball")
 if [[ $actual != "$INTEGRITY" ]]; then
     echo "fetch_ohif: $tarball does not match the pinned integrity ($actual)" >&2
     rm -rf "$TARGET"
