@@ -62,8 +62,8 @@ def unique_slug():
     return make
 
 
-def celery_tasks_in_flight(names: set[str], queues: tuple[str, ...] = ("django",)) -> list[str]:
-    """Messages of these tasks still queued on this session's broker, or delivered and not yet acknowledged.
+def celery_tasks_in_flight(names: set[str] | None, queues: tuple[str, ...] = ("django",)) -> list[str]:
+    """Messages of these tasks (of any, for None) still queued on the broker, or delivered and not yet acknowledged.
 
     Our Celery apps acknowledge late, so an empty answer means no such task is waiting or running: what it
     would have done is done. kombu's Redis transport keeps each unacknowledged delivery in the ``unacked``
@@ -79,7 +79,8 @@ def celery_tasks_in_flight(names: set[str], queues: tuple[str, ...] = ("django",
         messages += [json.loads(raw)[0] for raw in broker.hvals("unacked")]
     finally:
         broker.close()
-    return [message["headers"]["task"] for message in messages if message["headers"]["task"] in names]
+    tasks = [message["headers"]["task"] for message in messages]
+    return tasks if names is None else [task for task in tasks if task in names]
 
 
 def committed(function, *args, **kwargs):

@@ -16,9 +16,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
-from django.conf import settings
-
 from saas.ai.enums import AnalysisStatus
 from saas.ai.inputs import volume_from_datasets
 from saas.ai.models import Analysis
@@ -29,6 +26,7 @@ from tenants.context import tenant_context
 from tenants.provisioning.storage import shared_s3_client as s3_client
 from tenants.services import tenant_ai_set, tenant_create
 from tests.bench.results import Result
+from tests.conftest import celery_tasks_in_flight
 
 SLICES = 500
 PIXELS = 512
@@ -68,15 +66,8 @@ def _settled() -> str:
     worker's seconds are measured once that work is done, as on a worker that has the machine to itself.
     """
     started = time.monotonic()
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        while time.monotonic() - started < SETTLE_TIMEOUT_S:
-            busy = sum(broker.llen(queue) for queue in SETTLE_QUEUES) + broker.hlen("unacked")
-            if not busy:
-                break
-            time.sleep(0.5)
-    finally:
-        broker.close()
+    while (busy := len(celery_tasks_in_flight(None, SETTLE_QUEUES))) and time.monotonic() - started < SETTLE_TIMEOUT_S:
+        time.sleep(0.5)
     waited = time.monotonic() - started
     return f"{busy} Celery messages left after {waited:.0f} s, load average {os.getloadavg()[0]:.1f}"
 

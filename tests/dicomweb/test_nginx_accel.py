@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tenants.orthanc import orthanc_endpoint
 from tenants.services import api_token_create, tenant_create
 from tests.conftest import committed, running_gunicorn, running_nginx
 from tests.dicomweb.conftest import index_orthanc
+from tests.faults.conftest import wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
@@ -100,13 +100,12 @@ def _get(platform: NginxPlatform, path: str, token: str | None, **headers) -> re
 
 def _upstreams(platform: NginxPlatform, path: str) -> list[str]:
     """The upstream addresses nginx logged for the last request to ``path``."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = [line for line in platform.access_log.read_text().splitlines() if line.startswith(path + " ")]
-        if lines:
-            return [address.strip() for address in lines[-1].removeprefix(path + " ").split(" : ")]
-        time.sleep(0.05)
-    raise AssertionError(f"nginx logged no request to {path}")
+
+    def logged() -> list[str]:
+        return [line for line in platform.access_log.read_text().splitlines() if line.startswith(path + " ")]
+
+    lines = wait_for(logged, timeout=5, interval=0.05, what=f"nginx to log the request to {path}")
+    return [address.strip() for address in lines[-1].removeprefix(path + " ").split(" : ")]
 
 
 def _only_part(response: requests.Response) -> bytes:
