@@ -1,4 +1,8 @@
-"""The viewer's AI layer in a real browser: a highdicom SEG drawn as a labelmap over its CT, and a findings list."""
+"""The viewer's AI layer in a real browser: a highdicom SEG drawn as a labelmap over its CT, and a findings list.
+
+Also SEGs as other software writes them: compressed (JPEG 2000, RLE, JPEG-LS lossless; PS3.5 A.4), decoded by
+the viewer with Cornerstone's codecs.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,15 @@ import highdicom as hd
 import numpy as np
 import pytest
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from saas.ai.enums import AnalysisStatus
 from saas.ai.models import Analysis, Finding
 from saas.studies.models import Study
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
-from tenants.enums import Role
 from tests.conftest import committed
-from tests.e2e.viewing import canvas_pixel, screenshot, sign_in, store_and_index
-from tests.factories import person
+from tests.e2e.viewing import canvas_pixel, open_as_radiologist, screenshot, store_and_index
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
 
@@ -35,14 +37,21 @@ def _sphere_mask() -> np.ndarray:
     return distance <= LESION_RADIUS_PX
 
 
-def _segmentation(datasets) -> hd.seg.Segmentation:
+def _segmentation(
+    datasets,
+    segmentation_type: hd.seg.SegmentationTypeValues = hd.seg.SegmentationTypeValues.BINARY,
+    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+) -> hd.seg.Segmentation:
+    mask = _sphere_mask()
     algorithm = hd.AlgorithmIdentificationSequence(
         name="ct_focal_lesion", family=codes.cid7162.ArtificialIntelligence, version="e2e"
     )
     return hd.seg.Segmentation(
         source_images=datasets,
-        pixel_array=_sphere_mask(),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        # A fractional SEG gets probabilities: 1.0 inside the ball, stored as MaximumFractionalValue (255).
+        pixel_array=mask if segmentation_type == hd.seg.SegmentationTypeValues.BINARY else mask.astype(np.float32),
+        segmentation_type=segmentation_type,
+        transfer_syntax_uid=transfer_syntax_uid,
         segment_descriptions=[
             hd.seg.SegmentDescription(
                 segment_number=1,
@@ -65,7 +74,7 @@ def _segmentation(datasets) -> hd.seg.Segmentation:
     )
 
 
-def _clinic_with_ct_seg_and_finding(live_platform):
+def _clinic_with_ct_seg_and_finding(live_platform, **segmentation):
     tenant, token = live_platform.tenant_with_token(prefix="e2e-seg")
     datasets = ct_series(
         patient_id="E2E-SEG-1",
@@ -77,7 +86,7 @@ def _clinic_with_ct_seg_and_finding(live_platform):
         columns=SIZE,
         noise_hu=0,
     )
-    seg = _segmentation(datasets)
+    seg = _segmentation(datasets, **segmentation)
     store_and_index(live_platform, tenant, token, [dataset_bytes(dataset) for dataset in datasets] + [seg_bytes(seg)])
     lesion = datasets[LESION_SLICE]
 
@@ -138,12 +147,8 @@ def _wait_centre(page, predicate: str) -> None:
 def test_a_radiologist_sees_the_ai_segmentation_and_jumps_to_the_finding(page, page_errors, live_platform):
     # given a CT with an AI SEG (a ball around slice 8) and a recorded finding pointing at that slice
     tenant, study_uid = _clinic_with_ct_seg_and_finding(live_platform)
-    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
-    page.goto("/login/")
-    sign_in(page, radiologist)
-    page.wait_for_url(f"{live_platform.url}/")
     # when the radiologist opens the study
-    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    open_as_radiologist(page, live_platform, tenant, study_uid)
     page.wait_for_selector("[data-viewer][data-viewer-state=ready]", timeout=60_000)
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
     # then the SEG is not offered as a series to scroll, but as an overlay, and the finding is listed
@@ -186,4 +191,36 @@ def test_a_radiologist_sees_the_ai_segmentation_and_jumps_to_the_finding(page, p
     _wait_centre(page, "g > r + 100 && g > b + 100")
     screenshot(page, "viewer-seg-green.png")
     assert page.locator("[data-viewer]").get_attribute("data-viewer-state") == "ready"
+    assert page_errors == []
+
+
+@pytest.mark.parametrize(
+    ("segmentation_type", "transfer_syntax_uid"),
+    [
+        (hd.seg.SegmentationTypeValues.BINARY, JPEG2000Lossless),
+        (hd.seg.SegmentationTypeValues.FRACTIONAL, RLELossless),
+        (hd.seg.SegmentationTypeValues.FRACTIONAL, JPEGLSLossless),
+    ],
+    ids=["binary-jpeg2000", "fractional-rle", "fractional-jpegls"],
+)
+def test_a_compressed_segmentation_is_drawn_like_a_native_one(
+    page, page_errors, live_platform, segmentation_type, transfer_syntax_uid
+):
+    # given a CT whose SEG (the same ball around slice 8) is stored compressed
+    tenant, study_uid = _clinic_with_ct_seg_and_finding(
+        live_platform, segmentation_type=segmentation_type, transfer_syntax_uid=transfer_syntax_uid
+    )
+    # when the radiologist opens the study and jumps to the finding
+    open_as_radiologist(page, live_platform, tenant, study_uid)
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    page.locator("[data-seg-toggle]").wait_for()
+    page.locator("[data-finding-id]").click()
+    expected = f"Im {SLICES - LESION_SLICE}/{SLICES}"
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === '{expected}'")
+    # then the decoded mask is drawn there in colour, and only inside the ball
+    _wait_centre(page, "r > g + 40 && r > b + 40")
+    outside = canvas_pixel(page, fx=0.5, fy=0.2)
+    assert outside[0] == outside[1] == outside[2], "outside the mask the CT stays grey"
+    assert page.locator(".seg-error").count() == 0
+    screenshot(page, f"viewer-seg-{transfer_syntax_uid.keyword}.png")
     assert page_errors == []

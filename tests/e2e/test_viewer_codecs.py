@@ -14,10 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from saas.studies.synthetic import cr_image, dataset_bytes, dx_image
-from tenants.enums import Role
-from tests.conftest import committed
-from tests.e2e.viewing import screenshot, sign_in, store_and_index
-from tests.factories import person
+from tests.e2e.viewing import open_as_radiologist, screenshot, store_and_index
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
 
@@ -113,11 +110,7 @@ def test_compressed_transfer_syntaxes_and_radiographs_render(page, page_errors, 
     # given one study holding MR_small uncompressed and in three lossless encodings, a JPEG baseline colour
     # image, a CR and a DX
     tenant, study_uid = _clinic_with_codec_study(live_platform)
-    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
-    page.goto("/login/")
-    sign_in(page, radiologist)
-    page.wait_for_url(f"{live_platform.url}/")
-    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    open_as_radiologist(page, live_platform, tenant, study_uid)
     page.wait_for_selector("[data-viewer][data-viewer-state=ready]", timeout=60_000)
     assert page.locator(".series-list button").count() == 7
 

@@ -8,10 +8,7 @@ import time
 import pytest
 
 from saas.studies.synthetic import ct_series, dataset_bytes
-from tenants.enums import Role
-from tests.conftest import committed
-from tests.e2e.viewing import screenshot, sign_in, store_and_index
-from tests.factories import person
+from tests.e2e.viewing import open_as_radiologist, screenshot, store_and_index
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
 
@@ -45,11 +42,7 @@ def _clinic_with_two_series(live_platform):
 
 
 def _open(page, live_platform, tenant, study_uid):
-    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
-    page.goto("/login/")
-    sign_in(page, radiologist)
-    page.wait_for_url(f"{live_platform.url}/")
-    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    open_as_radiologist(page, live_platform, tenant, study_uid)
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
 
 

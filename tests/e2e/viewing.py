@@ -1,4 +1,5 @@
-"""Shared steps of the viewer's browser tests: store instances in a live clinic, sign in, read canvas pixels."""
+"""Shared steps of the viewer's browser tests: store instances in a live clinic, sign in, open a study, read
+canvas pixels."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from django.conf import settings
 
 from saas.studies.services import orthanc_sync
 from tenants.context import tenant_context
+from tenants.enums import Role
 from tests.conftest import committed
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, person
 from tests.studies.conftest import multipart_related
 
 # The RGB (0-255) of a canvas pixel of a viewport, at a fraction of its width and height (the centre by default).
@@ -34,6 +36,15 @@ def sign_in(page, user) -> None:
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+
+
+def open_as_radiologist(page, live_platform, tenant, study_uid: str) -> None:
+    """A new radiologist of the clinic signs in and opens the study in the viewer; the caller waits as it needs."""
+    radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
+    page.goto("/login/")
+    sign_in(page, radiologist)
+    page.wait_for_url(f"{live_platform.url}/")
+    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
 
 
 def canvas_pixel(page, selector: str = MAIN_CANVAS, fx: float = 0.5, fy: float = 0.5) -> tuple[int, int, int]:

@@ -1,12 +1,22 @@
 // The segmentation overlay: every DICOM SEG of the study (an AI result or a reader's), shown as a labelmap
 // over the series it references, with a toggle, an opacity and a colour per segment. The SEGs are fetched
-// over DICOMweb like any instance; which of them the user may see was decided by the server.
-import { type Types, imageLoader } from "@cornerstonejs/core";
+// over DICOMweb like any instance; which of them the user may see was decided by the server. Compressed SEGs
+// are decoded by Cornerstone's DICOM image loader, in the web workers and with the codecs that decode the images.
+import { type Types, getWebWorkerManager, imageLoader } from "@cornerstonejs/core";
 import { Enums as toolsEnums, segmentation } from "@cornerstonejs/tools";
 import { retrieveInstance, seriesInstances } from "../lib/api";
 import { type DicomJson, Tag, numbers, text } from "../lib/dicomJson";
 import type { SeriesImage } from "../lib/imageIds";
-import { type Seg, type SliceRef, hexToRgb, parseSeg, rgbToHex, segmentColor, sliceIndexForFrame } from "../lib/seg";
+import {
+  type FrameDecoder,
+  type Seg,
+  type SliceRef,
+  hexToRgb,
+  parseSeg,
+  rgbToHex,
+  segmentColor,
+  sliceIndexForFrame,
+} from "../lib/seg";
 import type { StackHandle } from "./stackViewport";
 
 const LABELMAP = toolsEnums.SegmentationRepresentations.Labelmap;
@@ -32,6 +42,28 @@ export interface SegOverlayOptions {
   segSeries: DicomJson[];
   onError(error: unknown): void;
 }
+
+/** One SEG frame through the image loader's `decodeTask` (registered by its init, cornerstone/init.ts). */
+const decodeSegFrame: FrameDecoder = async (encoded, transferSyntaxUid, { rows, columns, bitsAllocated }) => {
+  const decoded = await getWebWorkerManager().executeTask("dicomImageLoader", "decodeTask", {
+    imageFrame: {
+      rows,
+      columns,
+      bitsAllocated,
+      bitsStored: bitsAllocated,
+      samplesPerPixel: 1,
+      pixelRepresentation: 0,
+      planarConfiguration: 0,
+      photometricInterpretation: "MONOCHROME2",
+    },
+    transferSyntax: transferSyntaxUid,
+    pixelData: encoded,
+    // Samples as stored: no modality LUT, no type conversion to a target buffer.
+    options: { preScale: { enabled: false } },
+    decodeConfig: {},
+  });
+  return (decoded as { pixelData: ArrayLike<number> }).pixelData;
+};
 
 function sliceRefs(images: SeriesImage[]): SliceRef[] {
   return images.map((image) => {
@@ -73,7 +105,8 @@ export function setupSegOverlay(container: HTMLElement, options: SegOverlayOptio
       for (const instance of await seriesInstances(options.root, options.studyUid, seriesUid)) {
         const sopUid = text(instance, Tag.SOPInstanceUID);
         try {
-          const seg = parseSeg(await retrieveInstance(options.root, options.studyUid, seriesUid, sopUid));
+          const part10 = await retrieveInstance(options.root, options.studyUid, seriesUid, sopUid);
+          const seg = await parseSeg(part10, decodeSegFrame);
           const loaded: LoadedSeg = {
             seg,
             description: text(series, Tag.SeriesDescription) || "Segmentation",

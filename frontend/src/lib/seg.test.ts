@@ -1,5 +1,63 @@
+import * as dicomParser from "dicom-parser";
 import { describe, expect, it } from "vitest";
-import { cielabToRgb, hexToRgb, rgbToHex, segmentColor, sliceIndexForFrame, unpackBitFrame } from "./seg";
+import {
+  cielabToRgb,
+  encapsulatedFrame,
+  hexToRgb,
+  maskOf,
+  rgbToHex,
+  segmentColor,
+  sliceIndexForFrame,
+  unpackBitFrame,
+} from "./seg";
+
+/** A Part 10 file (Explicit VR Little Endian meta, RLE Lossless data set) whose pixel data is encapsulated. */
+function encapsulated(offsets: number[], fragments: number[][]): Uint8Array {
+  const bytes: number[] = [...new Array(128).fill(0), ...Array.from("DICM", (c) => c.charCodeAt(0))];
+  const u16 = (value: number) => [value & 0xff, value >> 8];
+  const u32 = (value: number) => [value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >>> 24];
+  const syntax = Array.from("1.2.840.10008.1.2.5\0", (c) => c.charCodeAt(0));
+  const syntaxElement = [...u16(0x0002), ...u16(0x0010), ..."UI".split("").map((c) => c.charCodeAt(0)), ...u16(syntax.length), ...syntax];
+  const groupLength = [...u16(0x0002), ...u16(0x0000), ..."UL".split("").map((c) => c.charCodeAt(0)), ...u16(4), ...u32(syntaxElement.length)];
+  bytes.push(...groupLength, ...syntaxElement);
+  const item = (content: number[]) => [...u16(0xfffe), ...u16(0xe000), ...u32(content.length), ...content];
+  bytes.push(...u16(0x7fe0), ...u16(0x0010), 0x4f, 0x42, 0, 0, ...u32(0xffffffff));
+  bytes.push(...item(offsets.flatMap(u32)));
+  for (const fragment of fragments) bytes.push(...item(fragment));
+  bytes.push(...u16(0xfffe), ...u16(0xe0dd), ...u32(0));
+  return new Uint8Array(bytes);
+}
+
+function frameOf(part10: Uint8Array, frame: number, frameCount: number): number[] {
+  const dataSet = dicomParser.parseDicom(part10);
+  return Array.from(encapsulatedFrame(dataSet, dataSet.elements.x7fe00010, frame, frameCount));
+}
+
+describe("encapsulatedFrame", () => {
+  it("takes one fragment per frame when there is no offset table", () => {
+    const part10 = encapsulated([], [[1, 2], [3, 4]]);
+    expect(frameOf(part10, 0, 2)).toEqual([1, 2]);
+    expect(frameOf(part10, 1, 2)).toEqual([3, 4]);
+  });
+  it("follows the Basic Offset Table across fragments", () => {
+    // Frame 0 is two fragments (8 bytes each with its item header + 2 bytes of data = 10), frame 1 starts at 20.
+    const part10 = encapsulated([0, 20], [[1, 2], [3, 4], [5, 6]]);
+    expect(frameOf(part10, 0, 2)).toEqual([1, 2, 3, 4]);
+    expect(frameOf(part10, 1, 2)).toEqual([5, 6]);
+  });
+  it("joins the fragments of a single frame, and refuses frames it cannot tell apart", () => {
+    expect(frameOf(encapsulated([], [[1], [2, 3]]), 0, 1)).toEqual([1, 2, 3]);
+    expect(() => frameOf(encapsulated([], [[1], [2], [3]]), 0, 2)).toThrow(/cannot be told apart/);
+  });
+});
+
+describe("maskOf", () => {
+  it("marks the pixels that reach the threshold, and refuses a frame that decoded short", () => {
+    expect(Array.from(maskOf(new Uint8Array([0, 1, 127, 128, 255]), 5, 127.5))).toEqual([0, 0, 0, 1, 1]);
+    expect(Array.from(maskOf(new Uint16Array([0, 1, 2]), 3, 1))).toEqual([0, 1, 1]);
+    expect(() => maskOf(new Uint8Array(3), 4, 1)).toThrow(/decoded to 3 pixels, not 4/);
+  });
+});
 
 describe("unpackBitFrame", () => {
   it("reads frames packed bit after bit, least significant bit first, across byte boundaries", () => {

@@ -2,8 +2,9 @@
 //
 // Only what the overlay needs: the segments (number, label, recommended colour), and for each frame its
 // segment, the source slice it was derived from (or its position, when the SEG names no source) and its
-// pixels. BINARY (1 bit, packed across frames) and FRACTIONAL (8 bit) SEGs in a native transfer syntax;
-// an encapsulated (compressed) SEG is refused with a message rather than shown wrong.
+// pixels. BINARY (1 bit, packed across frames) and FRACTIONAL (8 bit) SEGs, native or encapsulated: the
+// compressed transfer syntaxes a SEG may use (RLE, JPEG-LS and JPEG 2000 lossless; PS3.5 A.4) are decoded
+// frame by frame by the `FrameDecoder` the caller passes (the viewer's is Cornerstone's, in its web workers).
 import * as dicomParser from "dicom-parser";
 
 export interface SegSegment {
@@ -21,6 +22,16 @@ export interface SegFrame {
   /** One byte per pixel, 1 inside the segment. */
   mask: Uint8Array;
 }
+
+/**
+ * Decodes one encapsulated frame to one sample per pixel (row by row). `bitsAllocated` is the SEG's own: 1 for
+ * BINARY, 8 for FRACTIONAL.
+ */
+export type FrameDecoder = (
+  encoded: Uint8Array,
+  transferSyntaxUid: string,
+  frame: { rows: number; columns: number; bitsAllocated: number },
+) => Promise<ArrayLike<number>>;
 
 export interface Seg {
   sopInstanceUid: string;
@@ -56,6 +67,7 @@ const TAG = {
   PlanePositionSequence: "x00209113",
   ImagePositionPatient: "x00200032",
   PixelData: "x7fe00010",
+  TransferSyntaxUID: "x00020010",
 } as const;
 
 /**
@@ -111,8 +123,44 @@ function position(dataSet: dicomParser.DataSet | undefined): [number, number, nu
     : undefined;
 }
 
-/** Parses a Part 10 SEG instance. */
-export function parseSeg(part10: Uint8Array): Seg {
+/**
+ * The bytes of one frame of encapsulated pixel data: located by the Basic Offset Table when there is one, else
+ * one fragment per frame (what highdicom and most writers do), else a single frame spread over its fragments.
+ */
+export function encapsulatedFrame(
+  dataSet: dicomParser.DataSet,
+  pixelData: dicomParser.Element,
+  frame: number,
+  frameCount: number,
+): Uint8Array {
+  const fragments = pixelData.fragments ?? [];
+  if (pixelData.basicOffsetTable?.length) {
+    return dicomParser.readEncapsulatedImageFrame(dataSet, pixelData, frame) as Uint8Array;
+  }
+  if (fragments.length === frameCount) {
+    return dicomParser.readEncapsulatedPixelDataFromFragments(dataSet, pixelData, frame, 1) as Uint8Array;
+  }
+  if (frameCount === 1 && fragments.length > 0) {
+    return dicomParser.readEncapsulatedPixelDataFromFragments(dataSet, pixelData, 0, fragments.length) as Uint8Array;
+  }
+  throw new Error(
+    `the SEG's ${frameCount} compressed frames cannot be told apart: no offset table, and ${fragments.length} fragments`,
+  );
+}
+
+/** One byte per pixel, 1 where a sample reaches `threshold` (and is not 0). */
+export function maskOf(samples: ArrayLike<number>, pixels: number, threshold: number): Uint8Array {
+  if (samples.length < pixels) throw new Error(`a SEG frame decoded to ${samples.length} pixels, not ${pixels}`);
+  const mask = new Uint8Array(pixels);
+  for (let pixel = 0; pixel < pixels; pixel += 1) {
+    const value = samples[pixel];
+    mask[pixel] = value >= threshold && value > 0 ? 1 : 0;
+  }
+  return mask;
+}
+
+/** Parses a Part 10 SEG instance; `decode` is needed only when its pixel data is encapsulated. */
+export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promise<Seg> {
   const dataSet = dicomParser.parseDicom(part10);
   const rows = dataSet.uint16(TAG.Rows) ?? 0;
   const columns = dataSet.uint16(TAG.Columns) ?? 0;
@@ -122,7 +170,10 @@ export function parseSeg(part10: Uint8Array): Seg {
   const maximumFraction = dataSet.uint16(TAG.MaximumFractionalValue) ?? 255;
   const pixelData = dataSet.elements[TAG.PixelData];
   if (!pixelData || !rows || !columns) throw new Error("the SEG has no pixel data");
-  if (pixelData.encapsulatedPixelData) throw new Error("compressed SEGs are not supported by the viewer yet");
+  const transferSyntaxUid = uids(dataSet, TAG.TransferSyntaxUID);
+  if (pixelData.encapsulatedPixelData && !decode) {
+    throw new Error(`the SEG is compressed (${transferSyntaxUid}) and no decoder was given`);
+  }
 
   const segments: SegSegment[] = (dataSet.elements[TAG.SegmentSequence]?.items ?? []).flatMap((item) => {
     const segment = item.dataSet;
@@ -145,6 +196,8 @@ export function parseSeg(part10: Uint8Array): Seg {
   const perFrame = dataSet.elements[TAG.PerFrameFunctionalGroupsSequence]?.items ?? [];
   const pixels = rows * columns;
   const bytes = part10.subarray(pixelData.dataOffset, pixelData.dataOffset + pixelData.length);
+  // Fractional: a pixel belongs to the segment from half the maximum up (how readers outline it).
+  const threshold = fractional ? maximumFraction / 2 : 1;
   const frames: SegFrame[] = [];
   for (let frame = 0; frame < frameCount; frame += 1) {
     const groups = perFrame[frame]?.dataSet;
@@ -152,13 +205,13 @@ export function parseSeg(part10: Uint8Array): Seg {
     const group = (tag: string) => firstItem(groups, tag) ?? firstItem(shared, tag);
     const source = firstItem(group(TAG.DerivationImageSequence), TAG.SourceImageSequence);
     let mask: Uint8Array;
-    if (bitsAllocated === 1) {
+    if (pixelData.encapsulatedPixelData && decode) {
+      const encoded = encapsulatedFrame(dataSet, pixelData, frame, frameCount);
+      mask = maskOf(await decode(encoded, transferSyntaxUid, { rows, columns, bitsAllocated }), pixels, threshold);
+    } else if (bitsAllocated === 1) {
       mask = unpackBitFrame(bytes, frame, pixels);
     } else {
-      const values = bytes.subarray(frame * pixels, (frame + 1) * pixels);
-      // Fractional: a pixel belongs to the segment from half the maximum up (how readers outline it).
-      const threshold = fractional ? maximumFraction / 2 : 1;
-      mask = Uint8Array.from(values, (value) => (value >= threshold && value > 0 ? 1 : 0));
+      mask = maskOf(bytes.subarray(frame * pixels, (frame + 1) * pixels), pixels, threshold);
     }
     frames.push({
       segmentNumber: group(TAG.SegmentIdentificationSequence)?.uint16(TAG.ReferencedSegmentNumber) ?? 1,
