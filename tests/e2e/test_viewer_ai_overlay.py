@@ -1,7 +1,7 @@
 """The viewer's AI layer in a real browser: a highdicom SEG drawn as a labelmap over its CT, and a findings list.
 
 Also SEGs as other software writes them: compressed (JPEG 2000, RLE, JPEG-LS lossless; PS3.5 A.4), decoded by
-the viewer with Cornerstone's codecs.
+the viewer with Cornerstone's codecs, and over an enhanced multi-frame CT, drawn on the frames they name.
 """
 
 from __future__ import annotations
@@ -37,12 +37,28 @@ def _sphere_mask() -> np.ndarray:
     return distance <= LESION_RADIUS_PX
 
 
+def _ct(*, patient_id: str, patient_name: str):
+    """The small noiseless CT the SEGs lie over (SLICES slices of SIZE x SIZE, 2.5 mm apart)."""
+    return ct_series(
+        patient_id=patient_id,
+        patient_name=patient_name,
+        accession_number=f"ACC-{patient_id}",
+        series_description="Axial 2.5mm",
+        slices=SLICES,
+        rows=SIZE,
+        columns=SIZE,
+        noise_hu=0,
+    )
+
+
 def _segmentation(
     datasets,
     segmentation_type: hd.seg.SegmentationTypeValues = hd.seg.SegmentationTypeValues.BINARY,
     transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    mask: np.ndarray | None = None,
 ) -> hd.seg.Segmentation:
-    mask = _sphere_mask()
+    """A SEG of `mask` (frames of the source images in their order; the ball around slice 8 by default)."""
+    mask = _sphere_mask() if mask is None else mask
     algorithm = hd.AlgorithmIdentificationSequence(
         name="ct_focal_lesion", family=codes.cid7162.ArtificialIntelligence, version="e2e"
     )
@@ -76,16 +92,7 @@ def _segmentation(
 
 def _clinic_with_ct_seg_and_finding(live_platform, **segmentation):
     tenant, token = live_platform.tenant_with_token(prefix="e2e-seg")
-    datasets = ct_series(
-        patient_id="E2E-SEG-1",
-        patient_name="Synthetic^Overlay",
-        accession_number="ACC-SEG",
-        series_description="Axial 2.5mm",
-        slices=SLICES,
-        rows=SIZE,
-        columns=SIZE,
-        noise_hu=0,
-    )
+    datasets = _ct(patient_id="E2E-SEG-1", patient_name="Synthetic^Overlay")
     seg = _segmentation(datasets, **segmentation)
     store_and_index(live_platform, tenant, token, [dataset_bytes(dataset) for dataset in datasets] + [seg_bytes(seg)])
     lesion = datasets[LESION_SLICE]
@@ -223,4 +230,46 @@ def test_a_compressed_segmentation_is_drawn_like_a_native_one(
     assert outside[0] == outside[1] == outside[2], "outside the mask the CT stays grey"
     assert page.locator(".seg-error").count() == 0
     screenshot(page, f"viewer-seg-{transfer_syntax_uid.keyword}.png")
+    assert page_errors == []
+
+
+def test_a_segmentation_over_a_multiframe_ct_is_drawn_on_the_frames_it_names(page, page_errors, live_platform):
+    # given the CT as one enhanced multi-frame instance (highdicom's legacy conversion), and a SEG over its frames
+    tenant, token = live_platform.tenant_with_token(prefix="e2e-segmf")
+    datasets = _ct(patient_id="E2E-SEG-MF", patient_name="Synthetic^Multiframe")
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets,
+        series_instance_uid=generate_uid(),
+        series_number=2,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+    )
+    # The ball of the single-frame test, frame by frame in the enhanced image's own frame order.
+    slice_of_z = {float(dataset.ImagePositionPatient[2]): index for index, dataset in enumerate(datasets)}
+    frame_z = [
+        float(group.PlanePositionSequence[0].ImagePositionPatient[2])
+        for group in enhanced.PerFrameFunctionalGroupsSequence
+    ]
+    mask = _sphere_mask()[[slice_of_z[z] for z in frame_z]]
+    lesion_frame = frame_z.index(float(datasets[LESION_SLICE].ImagePositionPatient[2])) + 1
+    seg = _segmentation([enhanced], mask=mask)
+    store_and_index(live_platform, tenant, token, [dataset_bytes(enhanced), seg_bytes(seg)])
+    # when a radiologist opens the study and goes to the lesion's frame
+    open_as_radiologist(page, live_platform, tenant, datasets[0].StudyInstanceUID)
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    page.locator("[data-seg-toggle]").wait_for()
+    assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
+    page.locator("[data-viewport=main]").focus()
+    for _ in range(lesion_frame - 1):
+        page.keyboard.press("ArrowDown")
+    page.wait_for_function(
+        f"document.querySelector('[data-overlay=slice]').textContent === 'Im {lesion_frame}/{SLICES}'"
+    )
+    # then the mask is drawn there in colour; and on the first frame, far from the ball, nothing is
+    _wait_centre(page, "r > g + 40 && r > b + 40")
+    screenshot(page, "viewer-seg-multiframe.png")
+    page.keyboard.press("Home")
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 1/{SLICES}'")
+    _wait_centre(page, "r === g && g === b")
+    assert page.locator(".seg-error").count() == 0
     assert page_errors == []

@@ -5,7 +5,7 @@
 import { type Types, getWebWorkerManager, imageLoader } from "@cornerstonejs/core";
 import { Enums as toolsEnums, segmentation } from "@cornerstonejs/tools";
 import { retrieveInstance, seriesInstances } from "../lib/api";
-import { type DicomJson, Tag, numbers, text } from "../lib/dicomJson";
+import { type DicomJson, Tag, framePosition, text } from "../lib/dicomJson";
 import type { SeriesImage } from "../lib/imageIds";
 import {
   type FrameDecoder,
@@ -66,13 +66,11 @@ const decodeSegFrame: FrameDecoder = async (encoded, transferSyntaxUid, { rows, 
 };
 
 function sliceRefs(images: SeriesImage[]): SliceRef[] {
-  return images.map((image) => {
-    const position = numbers(image.metadata, Tag.ImagePositionPatient);
-    return {
-      sopInstanceUid: text(image.metadata, Tag.SOPInstanceUID),
-      position: position.length === 3 ? (position as [number, number, number]) : undefined,
-    };
-  });
+  return images.map((image) => ({
+    sopInstanceUid: text(image.metadata, Tag.SOPInstanceUID),
+    frame: image.frame,
+    position: framePosition(image.metadata, image.frame),
+  }));
 }
 
 export function setupSegOverlay(container: HTMLElement, options: SegOverlayOptions) {

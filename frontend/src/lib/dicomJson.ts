@@ -24,6 +24,9 @@ export const Tag = {
   ImagePositionPatient: "00200032",
   ImageOrientationPatient: "00200037",
   NumberOfFrames: "00280008",
+  SharedFunctionalGroupsSequence: "52009229",
+  PerFrameFunctionalGroupsSequence: "52009230",
+  PlanePositionSequence: "00209113",
   NumberOfSeriesRelatedInstances: "00201209",
 } as const;
 
@@ -46,6 +49,27 @@ export function number(data: DicomJson, tag: string): number | undefined {
 
 export function numbers(data: DicomJson, tag: string): number[] {
   return (data[tag]?.Value ?? []).map((value) => Number(value)).filter((value) => Number.isFinite(value));
+}
+
+/** The first item of a sequence attribute, when there is one. */
+export function item(data: DicomJson | undefined, tag: string, index = 0): DicomJson | undefined {
+  const value = data?.[tag]?.Value?.[index];
+  return value !== undefined && typeof value === "object" ? (value as DicomJson) : undefined;
+}
+
+/**
+ * ImagePositionPatient of one frame (1-based): the instance's own for a single-frame image, else the frame's
+ * PlanePositionSequence in the per-frame (or shared) functional groups of an enhanced multi-frame image.
+ */
+export function framePosition(data: DicomJson, frame: number): [number, number, number] | undefined {
+  const own = numbers(data, Tag.ImagePositionPatient);
+  if (own.length === 3) return own as [number, number, number];
+  const groups = [item(data, Tag.PerFrameFunctionalGroupsSequence, frame - 1), item(data, Tag.SharedFunctionalGroupsSequence)];
+  for (const group of groups) {
+    const position = numbers(item(group, Tag.PlanePositionSequence) ?? {}, Tag.ImagePositionPatient);
+    if (position.length === 3) return position as [number, number, number];
+  }
+  return undefined;
 }
 
 /** "Doe^Jane" -> "Doe, Jane" (family name first, as a reading room lists patients). */

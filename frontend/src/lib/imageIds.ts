@@ -4,6 +4,8 @@ import { type DicomJson, Tag, number, numbers, text } from "./dicomJson";
 export interface SeriesImage {
   imageId: string;
   metadata: DicomJson;
+  /** The frame of the instance (1-based; 1 for a single-frame image). */
+  frame: number;
 }
 
 /** The DICOMweb root of a clinic, e.g. "/dicomweb/clinic-a" (no trailing slash). */
@@ -67,7 +69,7 @@ export function seriesImages(root: string, instances: DicomJson[]): SeriesImage[
     if (!study || !series || !sop) continue;
     const frames = Math.max(1, number(metadata, Tag.NumberOfFrames) ?? 1);
     for (let frame = 1; frame <= frames; frame += 1) {
-      images.push({ imageId: frameImageId(root, study, series, sop, frame), metadata });
+      images.push({ imageId: frameImageId(root, study, series, sop, frame), metadata, frame });
     }
   }
   return images;

@@ -99,6 +99,16 @@ describe("sliceIndexForFrame", () => {
   it("prefers the source instance the frame names", () => {
     expect(sliceIndexForFrame({ segmentNumber: 1, referencedSopInstanceUid: "1.2", position: [0, 0, 10], mask }, slices)).toBe(1);
   });
+  it("in a multi-frame source, takes the frame the SEG names, and the position when it names none", () => {
+    const frames = [1, 2, 3].map((frame) => ({
+      sopInstanceUid: "2.1",
+      frame,
+      position: [0, 0, 10 - 2.5 * frame] as [number, number, number],
+    }));
+    expect(sliceIndexForFrame({ segmentNumber: 1, referencedSopInstanceUid: "2.1", referencedFrameNumber: 3, mask }, frames)).toBe(2);
+    expect(sliceIndexForFrame({ segmentNumber: 1, referencedSopInstanceUid: "2.1", position: [0, 0, 5], mask }, frames)).toBe(1);
+    expect(sliceIndexForFrame({ segmentNumber: 1, referencedSopInstanceUid: "2.1", referencedFrameNumber: 9, mask }, frames)).toBeUndefined();
+  });
   it("falls back to the frame's position, and gives up when neither matches", () => {
     expect(sliceIndexForFrame({ segmentNumber: 1, position: [0, 0, 10.001], mask }, slices)).toBe(0);
     expect(sliceIndexForFrame({ segmentNumber: 1, referencedSopInstanceUid: "9.9", position: [0, 0, 3], mask }, slices)).toBeUndefined();

@@ -17,6 +17,8 @@ export interface SegSegment {
 export interface SegFrame {
   segmentNumber: number;
   referencedSopInstanceUid?: string;
+  /** The frame of a multi-frame source instance the frame was derived from (ReferencedFrameNumber). */
+  referencedFrameNumber?: number;
   /** ImagePositionPatient of the frame (PlanePositionSequence), in mm. */
   position?: [number, number, number];
   /** One byte per pixel, 1 inside the segment. */
@@ -64,6 +66,7 @@ const TAG = {
   DerivationImageSequence: "x00089124",
   SourceImageSequence: "x00082112",
   ReferencedSOPInstanceUID: "x00081155",
+  ReferencedFrameNumber: "x00081160",
   PlanePositionSequence: "x00209113",
   ImagePositionPatient: "x00200032",
   PixelData: "x7fe00010",
@@ -216,6 +219,7 @@ export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promi
     frames.push({
       segmentNumber: group(TAG.SegmentIdentificationSequence)?.uint16(TAG.ReferencedSegmentNumber) ?? 1,
       referencedSopInstanceUid: source ? uids(source, TAG.ReferencedSOPInstanceUID) || undefined : undefined,
+      referencedFrameNumber: source?.elements[TAG.ReferencedFrameNumber] ? source.intString(TAG.ReferencedFrameNumber) : undefined,
       position: position(groups) ?? position(shared),
       mask,
     });
@@ -233,17 +237,27 @@ export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promi
 
 export interface SliceRef {
   sopInstanceUid: string;
+  /** The frame of the instance this slice is (1-based; absent for a single-frame image). */
+  frame?: number;
   position?: [number, number, number];
 }
 
 /**
- * The index of the slice a SEG frame lies on: the source instance it names, else the slice whose position
- * is within `toleranceMm` of the frame's; undefined when neither matches (the frame is then not shown).
+ * The index of the slice a SEG frame lies on: the source instance it names (and, in a multi-frame source, the
+ * frame it names), else the slice whose position is within `toleranceMm` of the frame's; undefined when
+ * neither matches (the frame is then not shown).
  */
 export function sliceIndexForFrame(frame: SegFrame, slices: SliceRef[], toleranceMm = 0.01): number | undefined {
   if (frame.referencedSopInstanceUid) {
-    const index = slices.findIndex((slice) => slice.sopInstanceUid === frame.referencedSopInstanceUid);
-    if (index >= 0) return index;
+    const candidates = slices.flatMap((slice, index) => (slice.sopInstanceUid === frame.referencedSopInstanceUid ? [index] : []));
+    const named = frame.referencedFrameNumber;
+    const index =
+      named !== undefined
+        ? candidates.find((candidate) => (slices[candidate].frame ?? 1) === named)
+        : candidates.length === 1
+          ? candidates[0]
+          : undefined;
+    if (index !== undefined) return index;
   }
   const target = frame.position;
   if (!target) return undefined;
