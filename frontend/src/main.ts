@@ -131,6 +131,7 @@ async function start(root: HTMLElement): Promise<void> {
     if (!images) {
       const metadata = studyPrefetch?.takeMetadata(seriesUid) ?? seriesMetadata(dicomweb, studyUid, seriesUid);
       images = metadata.then((metadata) => seriesImages(dicomweb, metadata));
+      void images.then((list) => seriesPanel?.setImageCount(seriesUid, list.length), () => undefined);
       // A failed fetch is retried the next time the series is asked for.
       images.catch(() => imagesBySeries.delete(seriesUid));
       imagesBySeries.set(seriesUid, images);

@@ -259,6 +259,8 @@ def test_a_segmentation_over_a_multiframe_ct_is_drawn_on_the_frames_it_names(pag
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
     page.locator("[data-seg-toggle]").wait_for()
     assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
+    # (the series panel counts the frames as images, not the one instance)
+    assert page.locator(".series-list button").inner_text().endswith(f"{SLICES} images")
     page.locator("[data-viewport=main]").focus()
     for _ in range(lesion_frame - 1):
         page.keyboard.press("ArrowDown")

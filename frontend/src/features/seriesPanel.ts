@@ -7,6 +7,16 @@ import { bySeriesNumber } from "../lib/seriesOrder";
 /** The drag payload a series button carries: its SeriesInstanceUID. */
 export const SERIES_DRAG_TYPE = "application/x-readroom-series";
 
+function labelText(series: DicomJson, images: number | undefined): string {
+  return [
+    `${text(series, Tag.Modality)} ${text(series, Tag.SeriesNumber)}`.trim(),
+    text(series, Tag.SeriesDescription),
+    images !== undefined ? `${images} ${images === 1 ? "image" : "images"}` : "",
+  ]
+    .filter(Boolean)
+    .join(" · ");
+}
+
 export function setupSeriesPanel(
   container: HTMLElement,
   options: { root: string; studyUid: string; series: DicomJson[]; onSelect: (series: DicomJson) => void },
@@ -14,6 +24,7 @@ export function setupSeriesPanel(
   const list = document.createElement("ul");
   list.className = "series-list";
   const buttons: HTMLButtonElement[] = [];
+  const labels = new Map<string, { label: HTMLSpanElement; series: DicomJson }>();
   const sorted = bySeriesNumber(options.series);
   for (const series of sorted) {
     const uid = text(series, Tag.SeriesInstanceUID);
@@ -31,14 +42,9 @@ export function setupSeriesPanel(
     image.src = seriesThumbnailUrl(options.root, options.studyUid, uid);
     image.addEventListener("error", () => image.remove(), { once: true });
     const label = document.createElement("span");
-    const count = number(series, Tag.NumberOfSeriesRelatedInstances);
-    label.textContent = [
-      `${text(series, Tag.Modality)} ${text(series, Tag.SeriesNumber)}`.trim(),
-      text(series, Tag.SeriesDescription),
-      count !== undefined ? `${count} images` : "",
-    ]
-      .filter(Boolean)
-      .join(" · ");
+    // Until the series' frames are known, one image per instance (true but for multi-frame instances).
+    label.textContent = labelText(series, number(series, Tag.NumberOfSeriesRelatedInstances));
+    labels.set(uid, { label, series });
     button.append(image, label);
     button.draggable = true;
     button.addEventListener("dragstart", (event) => {
@@ -62,6 +68,11 @@ export function setupSeriesPanel(
   return {
     sorted,
     select,
+    /** The series' image count once its frames are known (a multi-frame instance holds several images). */
+    setImageCount(uid: string, images: number): void {
+      const entry = labels.get(uid);
+      if (entry) entry.label.textContent = labelText(entry.series, images);
+    },
     teardown() {
       list.remove();
     },
