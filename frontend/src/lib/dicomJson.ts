@@ -51,7 +51,7 @@ export function numbers(data: DicomJson, tag: string): number[] {
   return (data[tag]?.Value ?? []).map((value) => Number(value)).filter((value) => Number.isFinite(value));
 }
 
-/** The first item of a sequence attribute, when there is one. */
+/** An item of a sequence attribute (the first by default), when there is one. */
 export function item(data: DicomJson | undefined, tag: string, index = 0): DicomJson | undefined {
   const value = data?.[tag]?.Value?.[index];
   return value !== undefined && typeof value === "object" ? (value as DicomJson) : undefined;

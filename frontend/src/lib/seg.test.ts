@@ -40,7 +40,8 @@ describe("encapsulatedFrame", () => {
     expect(frameOf(part10, 1, 2)).toEqual([3, 4]);
   });
   it("follows the Basic Offset Table across fragments", () => {
-    // Frame 0 is two fragments (8 bytes each with its item header + 2 bytes of data = 10), frame 1 starts at 20.
+    // Each fragment item is 10 bytes (an 8-byte item header, 2 bytes of data): frame 0 is the first two fragments,
+    // frame 1 starts 20 bytes after the first fragment.
     const part10 = encapsulated([0, 20], [[1, 2], [3, 4], [5, 6]]);
     expect(frameOf(part10, 0, 2)).toEqual([1, 2, 3, 4]);
     expect(frameOf(part10, 1, 2)).toEqual([5, 6]);
@@ -52,10 +53,10 @@ describe("encapsulatedFrame", () => {
 });
 
 describe("maskOf", () => {
-  it("marks the pixels that reach the threshold, and refuses a frame that decoded short", () => {
+  it("marks the pixels that reach the threshold, and refuses a frame that is short", () => {
     expect(Array.from(maskOf(new Uint8Array([0, 1, 127, 128, 255]), 5, 127.5))).toEqual([0, 0, 0, 1, 1]);
     expect(Array.from(maskOf(new Uint16Array([0, 1, 2]), 3, 1))).toEqual([0, 1, 1]);
-    expect(() => maskOf(new Uint8Array(3), 4, 1)).toThrow(/decoded to 3 pixels, not 4/);
+    expect(() => maskOf(new Uint8Array(3), 4, 1)).toThrow(/holds 3 pixels, not 4/);
   });
 });
 

@@ -153,7 +153,7 @@ export function encapsulatedFrame(
 
 /** One byte per pixel, 1 where a sample reaches `threshold` (and is not 0). */
 export function maskOf(samples: ArrayLike<number>, pixels: number, threshold: number): Uint8Array {
-  if (samples.length < pixels) throw new Error(`a SEG frame decoded to ${samples.length} pixels, not ${pixels}`);
+  if (samples.length < pixels) throw new Error(`a SEG frame holds ${samples.length} pixels, not ${pixels}`);
   const mask = new Uint8Array(pixels);
   for (let pixel = 0; pixel < pixels; pixel += 1) {
     const value = samples[pixel];
@@ -201,8 +201,8 @@ export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promi
   const bytes = part10.subarray(pixelData.dataOffset, pixelData.dataOffset + pixelData.length);
   // Fractional: a pixel belongs to the segment from half the maximum up (how readers outline it).
   const threshold = fractional ? maximumFraction / 2 : 1;
-  const frames: SegFrame[] = [];
-  for (let frame = 0; frame < frameCount; frame += 1) {
+  // Encapsulated frames are decoded side by side (the decoder's web workers share them out).
+  async function readFrame(frame: number): Promise<SegFrame> {
     const groups = perFrame[frame]?.dataSet;
     // A functional group sits either in the frame's item or, the same for all frames, in the shared one.
     const group = (tag: string) => firstItem(groups, tag) ?? firstItem(shared, tag);
@@ -216,14 +216,17 @@ export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promi
     } else {
       mask = maskOf(bytes.subarray(frame * pixels, (frame + 1) * pixels), pixels, threshold);
     }
-    frames.push({
+    return {
       segmentNumber: group(TAG.SegmentIdentificationSequence)?.uint16(TAG.ReferencedSegmentNumber) ?? 1,
       referencedSopInstanceUid: source ? uids(source, TAG.ReferencedSOPInstanceUID) || undefined : undefined,
-      referencedFrameNumber: source?.elements[TAG.ReferencedFrameNumber] ? source.intString(TAG.ReferencedFrameNumber) : undefined,
+      referencedFrameNumber: source?.elements[TAG.ReferencedFrameNumber]
+        ? source.intString(TAG.ReferencedFrameNumber)
+        : undefined,
       position: position(groups) ?? position(shared),
       mask,
-    });
+    };
   }
+  const frames = await Promise.all(Array.from({ length: frameCount }, (_, frame) => readFrame(frame)));
   return {
     sopInstanceUid: uids(dataSet, TAG.SOPInstanceUID),
     seriesInstanceUid: uids(dataSet, TAG.SeriesInstanceUID),
