@@ -21,7 +21,7 @@ from playwright.sync_api import sync_playwright
 from tenants.enums import Role
 from tenants.orthanc import orthanc_endpoint
 from tenants.services import user_provision
-from tests.bench.dicomweb import FRAME_CLIENTS, FRAMES_ACCEPT, BenchStudy
+from tests.bench.dicomweb import FRAME_CLIENTS, FRAMES_ACCEPT, SLICE_PIXELS, BenchStudy
 from tests.bench.results import Result
 
 CHROMIUM = "/usr/bin/chromium"
@@ -73,7 +73,7 @@ def _browser_fetch_ms(browser, study: BenchStudy) -> float:
         elapsed, received = page.evaluate(FETCH_ALL, [urls, FRAMES_ACCEPT, FRAME_CLIENTS])
     finally:
         context.close()
-    assert received >= len(urls) * 512 * 512 * 2, "the browser received short frames from Orthanc"
+    assert received >= len(urls) * SLICE_PIXELS * SLICE_PIXELS * 2, "the browser received short frames from Orthanc"
     return float(elapsed)
 
 
