@@ -16,6 +16,7 @@ import { type PrimaryTool, setupTools } from "./features/tools";
 import { LAYOUTS, type Layout, type ViewportCell, setupViewportGrid } from "./features/viewportGrid";
 import { type Finding, HttpError, seriesMetadata, studySeries } from "./lib/api";
 import { type DicomJson, Tag, text } from "./lib/dicomJson";
+import { findingImageIndex } from "./lib/findings";
 import { type SeriesImage, seriesImages, wadoRoot } from "./lib/imageIds";
 import { actionForKey } from "./lib/keymap";
 import { CT_PRESETS } from "./lib/presets";
@@ -337,7 +338,7 @@ async function start(root: HTMLElement): Promise<void> {
   }
 
   /** Shows a series in the active viewport at a slice (a finding's, a measurement's). */
-  async function showSlice(seriesUid: string, matches: (image: SeriesImage) => boolean): Promise<void> {
+  async function showSlice(seriesUid: string, pick: (images: SeriesImage[]) => number): Promise<void> {
     const series = seriesByUid.get(seriesUid);
     if (!series) {
       status.textContent = "That series is not part of this study any more.";
@@ -346,7 +347,7 @@ async function start(root: HTMLElement): Promise<void> {
     const cell = grid.cells.find((candidate) => candidate.seriesUid === seriesUid) ?? grid.active();
     grid.activate(cell);
     const images = await imagesOf(seriesUid);
-    const index = Math.max(0, images.findIndex(matches));
+    const index = Math.max(0, pick(images));
     if (cell.seriesUid === seriesUid && cell.stack.viewport.getImageIds().length === images.length) {
       cell.stack.jumpTo(index);
     } else {
@@ -356,12 +357,12 @@ async function start(root: HTMLElement): Promise<void> {
   }
 
   function openFinding(finding: Finding): Promise<void> {
-    return showSlice(finding.series_instance_uid, (image) => text(image.metadata, Tag.SOPInstanceUID) === finding.sop_instance_uid);
+    return showSlice(finding.series_instance_uid, (images) => findingImageIndex(images, finding));
   }
 
   function showImage(imageId: string): Promise<void> {
     const seriesUid = /\/series\/([^/]+)\//.exec(imageId)?.[1] ?? "";
-    return showSlice(seriesUid, (image) => image.imageId === imageId);
+    return showSlice(seriesUid, (images) => images.findIndex((image) => image.imageId === imageId));
   }
 
   try {

@@ -96,10 +96,21 @@ def _clinic_with_ct_seg_and_finding(live_platform, **segmentation):
     seg = _segmentation(datasets, **segmentation)
     store_and_index(live_platform, tenant, token, [dataset_bytes(dataset) for dataset in datasets] + [seg_bytes(seg)])
     lesion = datasets[LESION_SLICE]
+    _record_finding(tenant, lesion=lesion, instance=lesion, seg=seg)
+    return tenant, lesion.StudyInstanceUID
 
-    def record_analysis():
+
+def _record_finding(tenant, *, lesion, instance, seg) -> None:
+    """A successful ct_focal_lesion analysis of the study with one finding, as the AI pipeline records it: centred
+    on the `lesion` slice, pointing at `instance` (that slice, or a multi-frame image holding it), outlined by
+    segment 1 of `seg`."""
+    study_uid, series_uid, sop_uid = lesion.StudyInstanceUID, instance.SeriesInstanceUID, instance.SOPInstanceUID
+    centre_mm = [float(value) for value in lesion.ImagePositionPatient]
+    seg_sop_uid = seg.SOPInstanceUID
+
+    def record():
         with tenant_context(tenant_ids=[tenant.pk]):
-            study = Study.objects.get(tenant=tenant, study_instance_uid=lesion.StudyInstanceUID)
+            study = Study.objects.get(tenant=tenant, study_instance_uid=study_uid)
             analysis = Analysis.objects.create(
                 tenant=tenant,
                 study=study,
@@ -108,9 +119,9 @@ def _clinic_with_ct_seg_and_finding(live_platform, **segmentation):
                 model_version="e2e",
                 pool="cpu",
                 idempotency_key=f"{study.study_instance_uid}|{study.version}|ct_focal_lesion|e2e",
-                series_instance_uid=lesion.SeriesInstanceUID,
+                series_instance_uid=series_uid,
                 status=AnalysisStatus.SUCCEEDED,
-                seg_sop_instance_uid=seg.SOPInstanceUID,
+                seg_sop_instance_uid=seg_sop_uid,
             )
             Finding.objects.create(
                 tenant=tenant,
@@ -118,16 +129,15 @@ def _clinic_with_ct_seg_and_finding(live_platform, **segmentation):
                 study=study,
                 label="focal_lesion",
                 confidence=0.87,
-                centre_mm=[float(value) for value in lesion.ImagePositionPatient],
+                centre_mm=centre_mm,
                 diameter_mm=11.2,
                 volume_ml=0.7,
-                series_instance_uid=lesion.SeriesInstanceUID,
-                sop_instance_uid=lesion.SOPInstanceUID,
+                series_instance_uid=series_uid,
+                sop_instance_uid=sop_uid,
                 segment_number=1,
             )
 
-    committed(record_analysis)
-    return tenant, lesion.StudyInstanceUID
+    committed(record)
 
 
 def seg_bytes(seg: hd.seg.Segmentation) -> bytes:
@@ -233,7 +243,7 @@ def test_a_compressed_segmentation_is_drawn_like_a_native_one(
     assert page_errors == []
 
 
-def test_a_segmentation_over_a_multiframe_ct_is_drawn_on_the_frames_it_names(page, page_errors, live_platform):
+def test_over_a_multiframe_ct_a_segmentation_and_a_finding_land_on_their_frames(page, page_errors, live_platform):
     # given the CT as one enhanced multi-frame instance (highdicom's legacy conversion), and a SEG over its frames
     tenant, token = live_platform.tenant_with_token(prefix="e2e-segmf")
     datasets = _ct(patient_id="E2E-SEG-MF", patient_name="Synthetic^Multiframe")
@@ -251,25 +261,27 @@ def test_a_segmentation_over_a_multiframe_ct_is_drawn_on_the_frames_it_names(pag
         for group in enhanced.PerFrameFunctionalGroupsSequence
     ]
     mask = _sphere_mask()[[slice_of_z[z] for z in frame_z]]
-    lesion_frame = frame_z.index(float(datasets[LESION_SLICE].ImagePositionPatient[2])) + 1
+    lesion = datasets[LESION_SLICE]
+    lesion_frame = frame_z.index(float(lesion.ImagePositionPatient[2])) + 1
     seg = _segmentation([enhanced], mask=mask)
     store_and_index(live_platform, tenant, token, [dataset_bytes(enhanced), seg_bytes(seg)])
-    # when a radiologist opens the study and goes to the lesion's frame
+    # and a finding on the enhanced instance, at the ball's centre (which frame is for the viewer to find)
+    _record_finding(tenant, lesion=lesion, instance=enhanced, seg=seg)
+    # when a radiologist opens the study and clicks the finding
     open_as_radiologist(page, live_platform, tenant, datasets[0].StudyInstanceUID)
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
     page.locator("[data-seg-toggle]").wait_for()
     assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
     # (the series panel counts the frames as images, not the one instance)
     assert page.locator(".series-list button").inner_text().endswith(f"{SLICES} images")
-    page.locator("[data-viewport=main]").focus()
-    for _ in range(lesion_frame - 1):
-        page.keyboard.press("ArrowDown")
+    page.locator("[data-finding-id]").click()
     page.wait_for_function(
         f"document.querySelector('[data-overlay=slice]').textContent === 'Im {lesion_frame}/{SLICES}'"
     )
-    # then the mask is drawn there in colour; and on the first frame, far from the ball, nothing is
+    # then the viewer shows the lesion's frame with the mask in colour; and the first frame, far from it, without
     _wait_centre(page, "r > g + 40 && r > b + 40")
     screenshot(page, "viewer-seg-multiframe.png")
+    page.locator("[data-viewport=main]").focus()
     page.keyboard.press("Home")
     page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 1/{SLICES}'")
     _wait_centre(page, "r === g && g === b")

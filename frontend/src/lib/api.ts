@@ -52,6 +52,8 @@ export interface Finding {
   confidence: number;
   diameter_mm: number;
   volume_ml: number;
+  /** Patient coordinates (mm) of the finding's centre. */
+  centre_mm: number[];
   critical: boolean;
   model: string;
   series_instance_uid: string;

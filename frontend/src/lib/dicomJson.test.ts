@@ -26,6 +26,8 @@ describe("framePosition", () => {
   it("reads an enhanced image's per-frame position, else the shared one, else nothing", () => {
     const enhanced: DicomJson = { "52009230": { vr: "SQ", Value: [plane(5), plane(2.5)] } };
     expect(framePosition(enhanced, 2)).toEqual([0, 0, 2.5]);
+    // A top-level position in an enhanced image (Cornerstone's loader writes one there) does not win.
+    expect(framePosition({ ...enhanced, "00200032": { vr: "DS", Value: [0, 0, 9] } }, 1)).toEqual([0, 0, 5]);
     const shared: DicomJson = { "52009229": { vr: "SQ", Value: [plane(7)] }, "52009230": { vr: "SQ", Value: [{}] } };
     expect(framePosition(shared, 1)).toEqual([0, 0, 7]);
     expect(framePosition({}, 1)).toBeUndefined();

@@ -58,18 +58,19 @@ export function item(data: DicomJson | undefined, tag: string, index = 0): Dicom
 }
 
 /**
- * ImagePositionPatient of one frame (1-based): the instance's own for a single-frame image, else the frame's
- * PlanePositionSequence in the per-frame (or shared) functional groups of an enhanced multi-frame image.
+ * ImagePositionPatient of one frame (1-based): in an enhanced multi-frame image the frame's PlanePositionSequence
+ * in its per-frame (or the shared) functional groups, else the instance's own. The functional groups come first:
+ * they are what the standard defines for such images, and Cornerstone's loader writes the last frame it combined
+ * into the instance's top level of the same metadata object.
  */
 export function framePosition(data: DicomJson, frame: number): [number, number, number] | undefined {
-  const own = numbers(data, Tag.ImagePositionPatient);
-  if (own.length === 3) return own as [number, number, number];
   const groups = [item(data, Tag.PerFrameFunctionalGroupsSequence, frame - 1), item(data, Tag.SharedFunctionalGroupsSequence)];
   for (const group of groups) {
     const position = numbers(item(group, Tag.PlanePositionSequence) ?? {}, Tag.ImagePositionPatient);
     if (position.length === 3) return position as [number, number, number];
   }
-  return undefined;
+  const own = numbers(data, Tag.ImagePositionPatient);
+  return own.length === 3 ? (own as [number, number, number]) : undefined;
 }
 
 /** "Doe^Jane" -> "Doe, Jane" (family name first, as a reading room lists patients). */
