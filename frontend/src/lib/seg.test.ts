@@ -5,21 +5,25 @@ import {
   encapsulatedFrame,
   hexToRgb,
   maskOf,
+  parseSeg,
   rgbToHex,
   segmentColor,
   sliceIndexForFrame,
   unpackBitFrame,
 } from "./seg";
 
-/** A Part 10 file (Explicit VR Little Endian meta, RLE Lossless data set) whose pixel data is encapsulated. */
-function encapsulated(offsets: number[], fragments: number[][]): Uint8Array {
+/**
+ * A Part 10 file (Explicit VR Little Endian meta, RLE Lossless data set) whose pixel data is encapsulated, after
+ * `attributes` (already encoded, in tag order).
+ */
+function encapsulated(offsets: number[], fragments: number[][], attributes: number[] = []): Uint8Array {
   const bytes: number[] = [...new Array(128).fill(0), ...Array.from("DICM", (c) => c.charCodeAt(0))];
   const u16 = (value: number) => [value & 0xff, value >> 8];
   const u32 = (value: number) => [value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >>> 24];
   const syntax = Array.from("1.2.840.10008.1.2.5\0", (c) => c.charCodeAt(0));
   const syntaxElement = [...u16(0x0002), ...u16(0x0010), ..."UI".split("").map((c) => c.charCodeAt(0)), ...u16(syntax.length), ...syntax];
   const groupLength = [...u16(0x0002), ...u16(0x0000), ..."UL".split("").map((c) => c.charCodeAt(0)), ...u16(4), ...u32(syntaxElement.length)];
-  bytes.push(...groupLength, ...syntaxElement);
+  bytes.push(...groupLength, ...syntaxElement, ...attributes);
   const item = (content: number[]) => [...u16(0xfffe), ...u16(0xe000), ...u32(content.length), ...content];
   bytes.push(...u16(0x7fe0), ...u16(0x0010), 0x4f, 0x42, 0, 0, ...u32(0xffffffff));
   bytes.push(...item(offsets.flatMap(u32)));
@@ -49,6 +53,26 @@ describe("encapsulatedFrame", () => {
   it("joins the fragments of a single frame, and refuses frames it cannot tell apart", () => {
     expect(frameOf(encapsulated([], [[1], [2, 3]]), 0, 1)).toEqual([1, 2, 3]);
     expect(() => frameOf(encapsulated([], [[1], [2], [3]]), 0, 2)).toThrow(/cannot be told apart/);
+  });
+});
+
+describe("parseSeg", () => {
+  it("refuses a SEG whose masks would not fit in memory, before decoding anything", async () => {
+    // Rows and Columns 4096 (US), NumberOfFrames 65536 (IS): 1 TiB of masks from a few bytes of RLE.
+    const us = (element: number, value: number) => [0x28, 0x00, element, 0x00, 0x55, 0x53, 2, 0, value & 0xff, value >> 8];
+    const frames = Array.from("65536 ", (c) => c.charCodeAt(0));
+    const attributes = [
+      ...[0x28, 0x00, 0x08, 0x00, 0x49, 0x53, frames.length, 0, ...frames],
+      ...us(0x10, 4096),
+      ...us(0x11, 4096),
+    ];
+    let decoded = 0;
+    const decode = async () => {
+      decoded += 1;
+      return new Uint8Array(0);
+    };
+    await expect(parseSeg(encapsulated([], [[0]], attributes), decode)).rejects.toThrow(/too large to show: 65536 frames/);
+    expect(decoded).toBe(0);
   });
 });
 

@@ -45,6 +45,9 @@ export interface Seg {
   frames: SegFrame[];
 }
 
+/** The most the masks of one SEG may take (one byte per pixel and frame): 1 GiB. */
+export const MAX_MASK_BYTES = 1024 ** 3;
+
 const TAG = {
   SOPInstanceUID: "x00080018",
   SeriesInstanceUID: "x0020000e",
@@ -173,6 +176,10 @@ export async function parseSeg(part10: Uint8Array, decode?: FrameDecoder): Promi
   const maximumFraction = dataSet.uint16(TAG.MaximumFractionalValue) ?? 255;
   const pixelData = dataSet.elements[TAG.PixelData];
   if (!pixelData || !rows || !columns) throw new Error("the SEG has no pixel data");
+  if (rows * columns * frameCount > MAX_MASK_BYTES) {
+    // A compressed SEG's size is not bounded by its bytes: refuse what would not fit the tab's memory.
+    throw new Error(`the SEG is too large to show: ${frameCount} frames of ${columns} x ${rows} pixels`);
+  }
   const transferSyntaxUid = uids(dataSet, TAG.TransferSyntaxUID);
   if (pixelData.encapsulatedPixelData && !decode) {
     throw new Error(`the SEG is compressed (${transferSyntaxUid}) and no decoder was given`);
