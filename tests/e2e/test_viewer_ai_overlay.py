@@ -263,6 +263,7 @@ def test_over_a_multiframe_ct_a_segmentation_and_a_finding_land_on_their_frames(
     mask = _sphere_mask()[[slice_of_z[z] for z in frame_z]]
     lesion = datasets[LESION_SLICE]
     lesion_frame = frame_z.index(float(lesion.ImagePositionPatient[2])) + 1
+    assert lesion_frame > 3, "the lesion's frame must lie away from the first one for this test to tell them apart"
     seg = _segmentation([enhanced], mask=mask)
     store_and_index(live_platform, tenant, token, [dataset_bytes(enhanced), seg_bytes(seg)])
     # and a finding on the enhanced instance, at the ball's centre (which frame is for the viewer to find)
