@@ -566,8 +566,13 @@ class Sender(threading.Thread):
         )
         assert self.is_alive(), f"the sender finished before {count} instances; the fault would miss the send"
 
-    def wait_mid_request(self, *, into: float = 0.1, timeout: float = 30) -> None:
-        """Until a request has been on the wire for `into` seconds: the platform is storing its parts now."""
+    def wait_mid_request(self, *, into: float = 0.02, timeout: float = 30) -> None:
+        """Until a request has been on the wire for `into` seconds: the platform is storing its parts now.
+
+        On loopback 20 ms is long past the connection (and the body of a batch of small instances); it must stay
+        well under the shortest request, or an idle machine that answers every batch faster never gets here
+        (at 100 ms, a clean CI run timed out waiting: each batch of 10 took less).
+        """
 
         def mid_request() -> bool:
             since = self.in_flight_since
