@@ -128,16 +128,30 @@ class LivePlatform:
         return committed(create)
 
 
+def _wait_until_answering(process, url: str, *, timeout: float, failure: str, ready=lambda response: True) -> None:
+    """Until `url` answers (as `ready` wants) while `process` lives; RuntimeError(failure) if it dies or time is up."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        # Not answering yet: refused, or too slow to answer on a busy machine.
+        with contextlib.suppress(requests.RequestException):
+            if ready(requests.get(url, timeout=2)):
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_gunicorn(*, environment: dict[str, str] | None = None, log_name: str = "live-platform"):
     """A real gunicorn serving the test database on a free port; yields its URL. ``environment`` adds settings."""
     import os
     import subprocess
     import sys
-    import time
     from pathlib import Path
-
-    import requests
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -171,17 +185,13 @@ def running_gunicorn(*, environment: dict[str, str] | None = None, log_name: str
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                # Not up yet (refused, or too slow to answer on a busy machine).
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start; see {log_path}")
-            time.sleep(0.3)
+        _wait_until_answering(
+            process,
+            f"{url}/healthz",
+            timeout=60,
+            failure=f"gunicorn did not start; see {log_path}",
+            ready=lambda response: response.status_code == 200,
+        )
         yield url
     finally:
         process.terminate()
@@ -205,9 +215,6 @@ def running_nginx(server: str, *, upstream: str):
     addresses it reached, in order."""
     import os
     import subprocess
-    import time
-
-    import requests
 
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
@@ -235,15 +242,9 @@ def running_nginx(server: str, *, upstream: str):
     assert checked.returncode == 0, checked.stderr
     process = subprocess.Popen([nginx, "-p", str(work), "-c", str(config)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start; see {work}/error.log") from None
-                time.sleep(0.1)
+        # Any answer will do: nginx is up, whatever its upstream says.
+        failure = f"nginx did not start; see {work}/error.log"
+        _wait_until_answering(process, f"http://127.0.0.1:{port}/healthz", timeout=20, failure=failure)
         yield RunningNginx(url=f"http://127.0.0.1:{port}", port=port, access_log=work / "access.log")
     finally:
         process.terminate()
