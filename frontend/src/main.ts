@@ -4,7 +4,7 @@
 // First: its top level starts the study's requests before the modules below are evaluated (features/studyPrefetch).
 import { studyPrefetch } from "./features/studyPrefetch";
 import "./viewer.css";
-import { initCornerstone, renderMode } from "./cornerstone/init";
+import { initCornerstone, overlaysUnavailableReason, renderMode } from "./cornerstone/init";
 import { setupCine } from "./features/cine";
 import { setupFindingsPanel } from "./features/findingsPanel";
 import { setupHelp } from "./features/help";
@@ -91,7 +91,8 @@ async function start(root: HTMLElement): Promise<void> {
     toolbar.append(element("span", "toolbar-separator"));
   }
 
-  await initCornerstone({ cpu: new URLSearchParams(location.search).get("render") === "cpu" });
+  const render = new URLSearchParams(location.search).get("render");
+  await initCornerstone({ render, overlays: root.dataset.overlays === "true" });
   root.dataset.render = renderMode();
 
   const tools = setupTools();
@@ -382,6 +383,7 @@ async function start(root: HTMLElement): Promise<void> {
       root: dicomweb,
       studyUid,
       segSeries,
+      unavailable: overlaysUnavailableReason(render),
       onError: (error) => console.error(error),
     });
     const firstSeries = orderedSeries[0];

@@ -1,7 +1,8 @@
 """The diagnostic viewer page at /viewer/<slug>/<StudyInstanceUID>/ (IHE IID style deep link) and its findings.
 
-The page holds no patient data: it names the clinic and the study, and the browser viewer
-(frontend/, built by Vite into /static/viewer/) reads everything else over /dicomweb/<slug>/,
+The page holds no patient data: it names the clinic and the study, and says whether the study has
+segmentations (the viewer draws those only with WebGL, and picks its renderer before any request);
+the browser viewer (frontend/, built by Vite into /static/viewer/) reads everything else over /dicomweb/<slug>/,
 where each access is checked and audited. The page itself is checked the same way as DICOMweb:
 a signed-in user with patient-data access to that clinic (membership or radiologist credential),
 and the study resolved through the clinic's index, so another clinic's UID is the same 404 page
@@ -25,6 +26,7 @@ from saas.ai.selectors import study_findings
 from saas.audit.enums import AuditEventId
 from saas.dicomweb.selectors import study_by_uid
 from saas.dicomweb.services import AccessNotAudited, dicomweb_access_record
+from saas.studies.selectors import study_has_segmentations
 from tenants.access import access_tenant_patient_data
 from tenants.enums import TokenScope
 
@@ -44,7 +46,11 @@ def viewer_page(request, slug: str, study_instance_uid: str):
     response = render(
         request,
         "portal/viewer.html",
-        {"tenant": tenant, "study_instance_uid": study.study_instance_uid},
+        {
+            "tenant": tenant,
+            "study_instance_uid": study.study_instance_uid,
+            "has_segmentations": study_has_segmentations(study=study),
+        },
     )
     # The page names a study; keep it out of shared caches and the back-forward cache of other users.
     response["Cache-Control"] = "private, no-store"

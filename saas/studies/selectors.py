@@ -50,3 +50,8 @@ def study_status_counts(*, rows: QuerySet[Study]) -> dict[str, int]:
     for row in rows.order_by().values("status").annotate(total=Count("pk")):
         counts[row["status"]] = row["total"]
     return counts
+
+
+def study_has_segmentations(*, study: Study) -> bool:
+    """Whether the index holds a SEG series in this study (the viewer keeps its WebGL renderer for them)."""
+    return study.series.filter(modality="SEG").exists()

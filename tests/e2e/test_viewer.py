@@ -46,12 +46,15 @@ def _grey(page) -> int:
     return r
 
 
-def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live_platform):
+# The viewer's own choice (the CPU renderer where, as in headless Chromium, WebGL is a software rasterizer),
+# and WebGL forced: both renderers draw the same pixels.
+@pytest.mark.parametrize("render", [None, "gpu"], ids=["chosen", "webgl"])
+def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live_platform, render):
     assert BUILT_VIEWER.exists(), "the viewer is not built: run `make frontend` (make test does)"
     # given a clinic with a CT whose centre pixel is 40 HU, and a radiologist credentialed for it
     tenant, study_uid = _clinic_with_ct(live_platform, "e2e-viewer")
     radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
-    viewer_url = f"/viewer/{tenant.slug}/{study_uid}/"
+    viewer_url = f"/viewer/{tenant.slug}/{study_uid}/" + (f"?render={render}" if render else "")
     # when the radiologist follows the deep link, signs in and lands back on it
     page.goto(viewer_url)
     assert "/login/" in page.url
@@ -68,11 +71,12 @@ def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live
     assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
     assert page.locator("[data-overlay=window-level]").inner_text() == "W 400 / L 40"
     assert page.locator(".series-list button").count() == 1
-    print(f"viewer rendering: {root.get_attribute('data-render')}")
-    assert root.get_attribute("data-render") in ("gpu", "cpu")
+    drawn_by = root.get_attribute("data-render")
+    print(f"viewer rendering: {drawn_by}")
+    assert drawn_by == (render or drawn_by) and drawn_by in ("gpu", "cpu")
     # and with the dataset's window (W400/L40) soft tissue at 40 HU is mid-grey
     assert abs(_grey(page) - 128) <= 15
-    screenshot(page, "viewer-first-image.png")
+    screenshot(page, f"viewer-first-image-{render or 'chosen'}.png")
 
     # when the lung preset key is pressed, 40 HU turns near white (W1500/L-600 -> 236)
     page.keyboard.press("3")

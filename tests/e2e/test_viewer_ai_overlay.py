@@ -177,6 +177,8 @@ def test_a_radiologist_sees_the_ai_segmentation_and_jumps_to_the_finding(page, p
     toggle = page.locator("[data-seg-toggle]")
     toggle.wait_for()
     assert toggle.is_checked()
+    # and the viewer draws with WebGL, the renderer that draws overlays (even where it would not otherwise)
+    assert page.locator("[data-viewer]").get_attribute("data-render") == "gpu"
     # and the first image (far from the lesion) shows only grey
     assert page.locator("[data-overlay=slice]").inner_text() == f"Im 1/{SLICES}"
     r, g, b = canvas_pixel(page)
@@ -287,4 +289,26 @@ def test_over_a_multiframe_ct_a_segmentation_and_a_finding_land_on_their_frames(
     page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 1/{SLICES}'")
     _wait_centre(page, "r === g && g === b")
     assert page.locator(".seg-error").count() == 0
+    assert page_errors == []
+
+
+def test_drawing_without_webgl_the_viewer_says_why_the_segmentation_is_not_shown(page, page_errors, live_platform):
+    # given a CT with an AI SEG, opened with Cornerstone's CPU renderer (as in a browser without WebGL 2),
+    # which has no labelmap layer
+    tenant, study_uid = _clinic_with_ct_seg_and_finding(live_platform)
+    open_as_radiologist(page, live_platform, tenant, study_uid)
+    page.goto(f"/viewer/{tenant.slug}/{study_uid}/?render=cpu")
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    assert page.locator("[data-viewer]").get_attribute("data-render") == "cpu"
+    # then the overlays panel says why there is no overlay, and offers no toggle that would do nothing
+    note = page.locator(".seg-error")
+    note.wait_for()
+    assert "not drawn" in note.inner_text() and "render=cpu" in note.inner_text()
+    assert page.locator("[data-seg-toggle]").count() == 0
+    # and the images are read as usual: the finding still jumps to its slice, shown in grey
+    page.locator("[data-finding-id]").click()
+    expected = f"Im {SLICES - LESION_SLICE}/{SLICES}"
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === '{expected}'")
+    _wait_centre(page, "r === g && g === b && r > 0")
+    screenshot(page, "viewer-seg-without-webgl.png")
     assert page_errors == []

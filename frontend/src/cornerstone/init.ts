@@ -1,35 +1,37 @@
 // The one place Cornerstone3D is initialised. Every feature awaits `initCornerstone()`; the work runs once.
 //
 // Steps, in order:
-//   1. core: WebGL when the browser has it, CPU rendering otherwise (headless CI, remote desktops);
+//   1. core: WebGL or Cornerstone's CPU renderer, as lib/renderMode decides from what core's init found
+//      (WebGL 2, a software rasterizer), the study's overlays and `?render=`;
 //   2. the DICOM image loader: registers the `wadors:` scheme and its decode web workers (codecs are
 //      WASM bundled by Vite, nothing is fetched from outside the site);
 //   3. tools: the interaction layer (window/level, zoom, pan, scroll, measurements).
-import { getShouldUseCPURendering, init as coreInit, setUseCPURendering } from "@cornerstonejs/core";
+import {
+  getRenderingCapabilities,
+  getShouldUseCPURendering,
+  init as coreInit,
+  setUseCPURendering,
+} from "@cornerstonejs/core";
 import { init as dicomImageLoaderInit } from "@cornerstonejs/dicom-image-loader";
 import { init as toolsInit } from "@cornerstonejs/tools";
+import { chooseRenderMode, withoutOverlaysReason } from "../lib/renderMode";
 
 let initialised: Promise<void> | undefined;
 
-function browserHasWebGL2(): boolean {
-  try {
-    const canvas = document.createElement("canvas");
-    return canvas.getContext("webgl2") !== null;
-  } catch {
-    return false;
-  }
-}
-
 export interface InitOptions {
-  /** Force CPU rendering (tests; ?render=cpu in the URL). */
-  cpu?: boolean;
+  /** "cpu" or "gpu" forces a renderer where it can (?render= in the URL); anything else lets the viewer choose. */
+  render?: string | null;
+  /** The study has segmentation overlays to draw (only the WebGL renderer draws them). */
+  overlays?: boolean;
 }
 
 export function initCornerstone(options: InitOptions = {}): Promise<void> {
   initialised ??= (async () => {
     // 1. core
     coreInit();
-    if (options.cpu || !browserHasWebGL2()) setUseCPURendering(true);
+    // Core's init probed the browser's WebGL once (a throwaway context); its answer decides the renderer.
+    const mode = chooseRenderMode(options.render ?? null, getRenderingCapabilities(), options.overlays ?? false);
+    setUseCPURendering(mode === "cpu");
     // 2. image loader: same-origin requests carry the session cookie. Each frame is asked for as a single part
     //    (PS3.18 8.7.3, one frame per request as the loader makes them), in the syntax it is stored in: the
     //    loader's own multipart/related answer makes it scan every frame's bytes for the closing boundary.
@@ -41,6 +43,11 @@ export function initCornerstone(options: InitOptions = {}): Promise<void> {
     toolsInit();
   })();
   return initialised;
+}
+
+/** Why segmentation overlays are not drawn with the renderer in use; undefined when they are (WebGL). */
+export function overlaysUnavailableReason(render: string | null): string | undefined {
+  return getShouldUseCPURendering() ? withoutOverlaysReason(render, getRenderingCapabilities()) : undefined;
 }
 
 /** "gpu" (WebGL) or "cpu": shown on the page for support and tests. */

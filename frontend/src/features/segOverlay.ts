@@ -40,6 +40,8 @@ export interface SegOverlayOptions {
   root: string;
   studyUid: string;
   segSeries: DicomJson[];
+  /** Set with Cornerstone's CPU renderer, which has no labelmap layer: why the overlays are not loaded. */
+  unavailable?: string;
   onError(error: unknown): void;
 }
 
@@ -98,6 +100,10 @@ export function setupSegOverlay(container: HTMLElement, options: SegOverlayOptio
 
   // 1. Fetch and read every SEG instance of the study's SEG series (never rejects: the images come first).
   const ready = (async () => {
+    if (options.segSeries.length > 0 && options.unavailable) {
+      note(`The segmentation overlays are not drawn: ${options.unavailable}.`);
+      return;
+    }
     for (const series of options.segSeries) {
       const seriesUid = text(series, Tag.SeriesInstanceUID);
       for (const instance of await seriesInstances(options.root, options.studyUid, seriesUid)) {
