@@ -296,8 +296,7 @@ def test_drawing_without_webgl_the_viewer_says_why_the_segmentation_is_not_shown
     # given a CT with an AI SEG, opened with Cornerstone's CPU renderer (as in a browser without WebGL 2),
     # which has no labelmap layer
     tenant, study_uid = _clinic_with_ct_seg_and_finding(live_platform)
-    open_as_radiologist(page, live_platform, tenant, study_uid)
-    page.goto(f"/viewer/{tenant.slug}/{study_uid}/?render=cpu")
+    open_as_radiologist(page, live_platform, tenant, study_uid, query="?render=cpu")
     page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
     assert page.locator("[data-viewer]").get_attribute("data-render") == "cpu"
     # then the overlays panel says why there is no overlay, and offers no toggle that would do nothing

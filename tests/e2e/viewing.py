@@ -38,13 +38,14 @@ def sign_in(page, user) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def open_as_radiologist(page, live_platform, tenant, study_uid: str) -> None:
-    """A new radiologist of the clinic signs in and opens the study in the viewer; the caller waits as it needs."""
+def open_as_radiologist(page, live_platform, tenant, study_uid: str, query: str = "") -> None:
+    """A new radiologist of the clinic signs in and opens the study in the viewer (`query`: e.g. "?render=cpu");
+    the caller waits as it needs."""
     radiologist = committed(lambda: person(role=Role.RADIOLOGIST, tenant=tenant))
     page.goto("/login/")
     sign_in(page, radiologist)
     page.wait_for_url(f"{live_platform.url}/")
-    page.goto(f"/viewer/{tenant.slug}/{study_uid}/")
+    page.goto(f"/viewer/{tenant.slug}/{study_uid}/{query}")
 
 
 def canvas_pixel(page, selector: str = MAIN_CANVAS, fx: float = 0.5, fy: float = 0.5) -> tuple[int, int, int]:
