@@ -69,9 +69,11 @@ class AnyAcceptNegotiation(DefaultContentNegotiation):
     refusals are rendered as JSON."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        accept = request.META.get("HTTP_ACCEPT", "")
-        if "json" not in accept and "*" not in accept and not format_suffix and "format" not in request.GET:
-            # A frame's or an image's Accept names no JSON renderer: what negotiation would end in below,
+        ranges = [part.split(";", 1)[0].strip().lower() for part in request.META.get("HTTP_ACCEPT", "").split(",")]
+        json_possible = any("json" in media or media in ("*/*", "application/*") for media in ranges)
+        if not json_possible and not format_suffix and "format" not in request.GET:
+            # A frame's or an image's Accept names no JSON renderer (a viewer's frames ask for
+            # `multipart/related; type=...; transfer-syntax=*`): what negotiation would end in below,
             # without raising and catching NotAcceptable on every frame.
             return renderers[0], renderers[0].media_type
         try:

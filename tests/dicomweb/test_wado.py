@@ -187,6 +187,12 @@ def test_unknown_series_instances_and_studies_are_the_same_404(client, clinic_wi
             f"{clinic.base}/studies/{clinic.study_uid}/series/{clinic.series_uid}/instances/9.9/frames/1",
             **clinic.auth(),
         ),
+        # asked for as a viewer asks for frames: the refusal is still JSON
+        client.get(
+            f"{clinic.base}/studies/{clinic.study_uid}/series/{clinic.series_uid}/instances/9.9/frames/1",
+            HTTP_ACCEPT="multipart/related; type=application/octet-stream; transfer-syntax=*",
+            **clinic.auth(),
+        ),
         client.get(f"{clinic.base}/studies/{clinic.study_uid}/series/1.2.3.4/thumbnail", **clinic.auth()),
     ]
     assert {(answer.status_code, json.dumps(answer.json())) for answer in answers} == {
