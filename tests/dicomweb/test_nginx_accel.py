@@ -29,6 +29,7 @@ FRAME_ACCEPT = {"Accept": 'multipart/related; type="application/octet-stream"; t
 pytestmark = [pytest.mark.orthanc]
 
 HAND_OVER_HEADERS = ("X-Accel-Redirect", "X-Readroom-Orthanc-Origin", "X-Readroom-Orthanc-Authorization")
+SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy")
 
 
 def readme_locations(secret: str) -> str:
@@ -43,6 +44,8 @@ def readme_locations(secret: str) -> str:
 @dataclass
 class NginxPlatform:
     url: str
+    # gunicorn itself, reached without nginx (so without the secret header): Django streams the bytes.
+    django_url: str
     access_log: Path
     slug: str
     read_token: str
@@ -81,6 +84,7 @@ def nginx_platform(django_db_setup, django_db_blocker):
     ):
         yield NginxPlatform(
             url=nginx.url,
+            django_url=web_url,
             access_log=nginx.access_log,
             slug=tenant.slug,
             read_token=read,
@@ -140,6 +144,15 @@ def test_nginx_serves_orthancs_frame_bytes_after_django_authorised(nginx_platfor
     cache_control, etag = response.raw.headers.getlist("Cache-Control"), response.raw.headers.getlist("ETag")
     assert len(cache_control) == 1 and cache_control[0].startswith("private, max-age=")
     assert len(etag) == 1
+    # Django's security headers too, as Django sends them when it streams the bytes itself
+    streamed = requests.get(
+        f"{nginx_platform.django_url}{path}",
+        headers={**FRAME_ACCEPT, "Authorization": f"Bearer {nginx_platform.read_token}"},
+        timeout=30,
+    )
+    assert streamed.status_code == 200 and "X-Accel-Redirect" not in streamed.headers
+    for name in SECURITY_HEADERS:
+        assert response.raw.headers.getlist(name) == [streamed.headers[name]], name
     for name in HAND_OVER_HEADERS:
         assert name not in response.headers
     assert endpoint.password not in str(response.headers)
