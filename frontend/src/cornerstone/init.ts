@@ -4,16 +4,19 @@
 //   1. core: WebGL or Cornerstone's CPU renderer, as lib/renderMode decides from what core's init found
 //      (WebGL 2, a software rasterizer), the study's overlays and `?render=`;
 //   2. the DICOM image loader: registers the `wadors:` scheme and its decode web workers (codecs are
-//      WASM bundled by Vite, nothing is fetched from outside the site);
+//      WASM bundled by Vite, nothing is fetched from outside the site); uncompressed frames are decoded on
+//      the page's thread instead (lib/inThreadDecode);
 //   3. tools: the interaction layer (window/level, zoom, pan, scroll, measurements).
 import {
   getRenderingCapabilities,
   getShouldUseCPURendering,
+  getWebWorkerManager,
   init as coreInit,
   setUseCPURendering,
 } from "@cornerstonejs/core";
-import { init as dicomImageLoaderInit } from "@cornerstonejs/dicom-image-loader";
+import { decodeImageFrame, init as dicomImageLoaderInit } from "@cornerstonejs/dicom-image-loader";
 import { init as toolsInit } from "@cornerstonejs/tools";
+import { decodeUncompressedInThread } from "../lib/inThreadDecode";
 import { chooseRenderMode, withoutOverlaysReason } from "../lib/renderMode";
 
 let initialised: Promise<void> | undefined;
@@ -39,6 +42,7 @@ export function initCornerstone(options: InitOptions = {}): Promise<void> {
       maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)),
       beforeSend: () => ({ Accept: "application/octet-stream; transfer-syntax=*" }),
     });
+    decodeUncompressedInThread(getWebWorkerManager(), decodeImageFrame);
     // 3. tools
     toolsInit();
   })();
