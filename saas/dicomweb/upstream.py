@@ -314,8 +314,8 @@ def orthanc_open(tenant: Tenant, path: str, *, params=(), accept: str | None = N
 def rewrite_chunks(chunks: Iterator[bytes], old: bytes, new: bytes) -> Iterator[bytes]:
     """Replace `old` by `new`, also where it straddles two chunks, holding back one chunk at a time.
 
-    A chunk without `old` goes out as the same object (no copy): frames are mostly pixels, with the
-    one URL to rewrite in their part headers.
+    For a body that is not multipart (a series' metadata JSON); a multipart one has its URLs in its part
+    headers only (rewrite_part_headers). A chunk without `old` goes out as the same object (no copy).
     """
     keep = len(old) - 1
     held = b""
@@ -329,6 +329,80 @@ def rewrite_chunks(chunks: Iterator[bytes], old: bytes, new: bytes) -> Iterator[
         held = chunk
     if held:
         yield held.replace(old, new)
+
+
+def rewrite_part_headers(chunks: Iterator[bytes], boundary: bytes, old: bytes, new: bytes) -> Iterator[bytes]:
+    """Replace `old` by `new` in the part headers of a multipart body only, never in a part's content.
+
+    A frame's or a bulk data's bytes are whatever the file holds, the placeholder URL's bytes included;
+    only the part headers (Content-Location) carry Orthanc's URLs. Parts are found by their delimiter
+    (`CRLF--boundary`, which by definition occurs in no content), also across chunk seams. A chunk of
+    content that cannot hold (the start of) a delimiter goes out as the same object, uncopied.
+    """
+    delimiter = b"\r\n--" + boundary
+    keep = len(delimiter) - 1
+    # A virtual CRLF before the body, so that a first delimiter at offset 0 is found like the others;
+    # `drop` keeps it out of what is sent.
+    held, drop = b"\r\n", 2
+    in_headers = closed = False
+
+    def out(piece: bytes) -> Iterator[bytes]:
+        nonlocal drop
+        if drop:
+            piece, drop = piece[drop:], max(0, drop - len(piece))
+        if piece:
+            yield piece
+
+    def step(final: bool) -> Iterator[bytes]:
+        """Send what `held` settles; keep what a later chunk may still change."""
+        nonlocal held, in_headers, closed
+        while held and not closed:
+            if in_headers:
+                if len(held) < 2 and not final:
+                    return
+                if held.startswith(b"--"):
+                    # The close delimiter: what follows (CRLF, an epilogue) belongs to no part.
+                    yield from out(held)
+                    held, closed = b"", True
+                    return
+                end = held.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(held) > MAX_PART_HEADER_BYTES:
+                        raise OrthancFailed()
+                    return
+                yield from out(held[: end + 4].replace(old, new))
+                held, in_headers = held[end + 4 :], False
+                continue
+            found = held.find(delimiter)
+            if found < 0:
+                # No delimiter yet; only its first `keep` bytes can hide in the tail.
+                if len(held) > keep:
+                    yield from out(held[: len(held) - keep])
+                    held = held[len(held) - keep :]
+                return
+            yield from out(held[: found + len(delimiter)])
+            held, in_headers = held[found + len(delimiter) :], True
+
+    for chunk in chunks:
+        if closed:
+            yield chunk
+            continue
+        if not in_headers and len(chunk) > keep and delimiter not in held + chunk[:keep] and delimiter not in chunk:
+            # Content only (`held` is shorter than a delimiter here): send it as it came, holding back
+            # only a tail that may begin the next delimiter.
+            yield from out(held)
+            tail = chunk.rfind(b"\r", len(chunk) - keep)
+            if tail < 0:
+                yield from out(chunk)
+                held = b""
+            else:
+                yield from out(chunk[:tail])
+                held = chunk[tail:]
+            continue
+        held += chunk
+        yield from step(final=False)
+    yield from step(final=True)
+    yield from out(held)
 
 
 class SinglePart:
@@ -435,7 +509,11 @@ def _body(response: OrthancResponse, *, rewrite_to: bytes | None, gzip: bool) ->
     try:
         chunks: Iterator[bytes] = response.iter_raw(CHUNK_BYTES)
         if rewrite_to is not None:
-            chunks = rewrite_chunks(chunks, ORTHANC_URL_PREFIX, rewrite_to)
+            boundary = _boundary(response.headers.get("Content-Type", ""))
+            if boundary is not None and response.headers.get("Content-Type", "").lower().startswith("multipart/"):
+                chunks = rewrite_part_headers(chunks, boundary, ORTHANC_URL_PREFIX, rewrite_to)
+            else:
+                chunks = rewrite_chunks(chunks, ORTHANC_URL_PREFIX, rewrite_to)
         if gzip:
             chunks = gzip_chunks(chunks)
         yield from chunks

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from saas.dicomweb import upstream
-from saas.dicomweb.upstream import ORTHANC_URL_PREFIX, orthanc_open, rewrite_chunks
+from saas.dicomweb.upstream import ORTHANC_URL_PREFIX, OrthancFailed, orthanc_open, rewrite_chunks, rewrite_part_headers
 from tests.faults.conftest import wait_for
 
 NEW_PREFIX = b"https://readroom.example.org/dicomweb/clinic/"
@@ -89,6 +89,53 @@ def test_a_chunk_without_the_url_goes_out_untouched():
     pixels = [bytes(range(256)) * 1024, bytes(256 * 1024)]
     out = list(rewrite_chunks(iter(pixels), ORTHANC_URL_PREFIX, NEW_PREFIX))
     assert out == pixels and all(sent is original for sent, original in zip(out, pixels, strict=True))
+
+
+BOUNDARY = b"64436ae0-7200-454f-94b7-b48e0566bf9c"
+
+
+def _multipart(contents: list[bytes]) -> tuple[bytes, bytes]:
+    """A multipart/related body as Orthanc writes it, and the same with the URLs of its part headers rewritten."""
+    body = expected = b""
+    for number, content in enumerate(contents, start=1):
+        headers = (
+            b"Content-Type: application/octet-stream\r\nContent-Location: "
+            + ORTHANC_URL_PREFIX
+            + b"studies/1.2/series/3.4/instances/5.6/frames/%d\r\n" % number
+        )
+        opening = (b"" if number == 1 else b"\r\n") + b"--" + BOUNDARY + b"\r\n"
+        body += opening + headers + b"\r\n" + content
+        expected += opening + headers.replace(ORTHANC_URL_PREFIX, NEW_PREFIX) + b"\r\n" + content
+    closing = b"\r\n--" + BOUNDARY + b"--\r\n"
+    return body + closing, expected + closing
+
+
+def test_multipart_urls_are_rewritten_in_part_headers_only_whatever_the_seams():
+    # given parts whose content holds the placeholder URL, a delimiter's beginnings and CRs at their ends
+    crafted = b"\x00" * 40 + ORTHANC_URL_PREFIX + b"\r\n--" + BOUNDARY[:-1] + b"\r\n" + ORTHANC_URL_PREFIX + b"\r"
+    body, expected = _multipart([crafted, b"", bytes(range(256)) * 3 + b"\r\n\r\n", b"\r\n--"])
+    assert body.count(ORTHANC_URL_PREFIX) == 6 and expected.count(ORTHANC_URL_PREFIX) == 2
+    randomly = random.Random(20261202)
+    splits = [[len(body)], [1] * len(body), [100, 200, 300], [len(crafted) + 120, 5, 500]]
+    splits += [[randomly.randint(0, 200) for _ in range(15)] for _ in range(400)]
+    for sizes in splits:
+        # when it streams in those chunks, then only the headers' URLs changed and every content byte is kept
+        out = b"".join(rewrite_part_headers(iter(_split(body, sizes)), BOUNDARY, ORTHANC_URL_PREFIX, NEW_PREFIX))
+        assert out == expected, sizes
+
+
+def test_a_frame_chunk_goes_out_untouched_and_a_runaway_part_header_is_refused():
+    # given a frame's part whose pixels arrive in large chunks that cannot begin a delimiter
+    body, _ = _multipart([b"\x01\x02" * 256 * 1024])
+    head = body.index(b"\r\n\r\n") + 4
+    chunks = [body[:head], body[head : head + 256 * 1024], body[head + 256 * 1024 :]]
+    out = list(rewrite_part_headers(iter(chunks), BOUNDARY, ORTHANC_URL_PREFIX, NEW_PREFIX))
+    # then the pixel chunk is sent as the same object (no copy of a frame per request)
+    assert any(piece is chunks[1] for piece in out)
+    # and a part whose headers never end is refused rather than held in memory without bound
+    endless = [b"--" + BOUNDARY + b"\r\n"] + [b"X-Filler: " + b"a" * 1000 + b"\r\n"] * 40
+    with pytest.raises(OrthancFailed):
+        list(rewrite_part_headers(iter(endless), BOUNDARY, ORTHANC_URL_PREFIX, NEW_PREFIX))
 
 
 @pytest.mark.django_db

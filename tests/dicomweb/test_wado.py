@@ -11,6 +11,7 @@ from django.http import StreamingHttpResponse
 
 from saas.dicomweb.multipart import iter_parts
 from saas.dicomweb.selectors import study_cache
+from saas.dicomweb.upstream import ORTHANC_URL_PREFIX
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Study
 from saas.studies.services import study_evict
@@ -18,6 +19,7 @@ from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
 from tenants.enums import TokenScope
 from tenants.services import tenant_create
+from tests.dicomweb.conftest import ClinicWithCt, index_orthanc
 from tests.factories import api_token
 from tests.studies.conftest import Pipeline, stow
 
@@ -86,6 +88,27 @@ def test_frames_stream_the_stored_pixels_with_private_cache_headers_and_an_etag(
     assert again.status_code == 304 and again["ETag"] == etag and again.content == b""
     other_frame_etag = client.get(f"{clinic.instance_path(1)}/frames/1", **clinic.auth())["ETag"]
     assert other_frame_etag != etag
+
+
+def test_pixels_that_spell_orthancs_url_come_back_unchanged_in_multipart_answers(client, unique_slug):
+    # given a slice whose pixel data holds the very bytes of the Orthanc URL prefix the relay rewrites
+    tenant, _ = tenant_create(slug=unique_slug("crafted"), name="Crafted Clinic")
+    [dataset] = ct_series(patient_id="CRAFT-1", patient_name="Synthetic^Crafted", accession_number="ACC-C1", slices=1)
+    pixels = bytearray(dataset.PixelData)
+    pixels[100 : 100 + len(ORTHANC_URL_PREFIX)] = ORTHANC_URL_PREFIX
+    dataset.PixelData = bytes(pixels)
+    _, write = api_token(tenant=tenant, scopes=[TokenScope.STUDIES_WRITE])
+    assert stow(client, tenant.slug, write, [dataset_bytes(dataset)]).status_code == 200
+    index_orthanc(tenant)
+    _, read = api_token(tenant=tenant, scopes=[TokenScope.STUDIES_READ])
+    clinic = ClinicWithCt(tenant=tenant, token=read, datasets=[dataset])
+    # when its frame and its pixel bulk data are read as multipart answers
+    frame = client.get(f"{clinic.instance_path(0)}/frames/1", **clinic.auth())
+    bulk = client.get(f"{clinic.instance_path(0)}/bulk/7fe00010", **clinic.auth())
+    # then every pixel byte is the stored one, and the frame part's header points at the platform
+    [(frame_headers, frame_pixels)], [(_, bulk_pixels)] = _parts(frame), _parts(bulk)
+    assert frame_pixels == bulk_pixels == dataset.PixelData
+    assert f"/dicomweb/{tenant.slug}/studies/" in frame_headers["content-location"]
 
 
 def test_a_frame_asked_for_as_application_octet_stream_comes_as_a_single_part(client, clinic_with_ct):
