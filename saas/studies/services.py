@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import json
 import logging
 import tempfile
 import time
@@ -25,7 +27,7 @@ from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
 from saas.audit.services import audit_record
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Patient, Series, Study, StudyCompletion, SyncCursor
-from saas.studies.orthanc import OrthancError, orthanc_client
+from saas.studies.orthanc import OrthancError, orthanc_client, orthanc_get, orthanc_store, orthanc_stream
 from saas.studies.validation import SOP_CLASS_ALLOWLIST, Refusal, validate_instance
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -109,15 +111,10 @@ class InstanceArrival:
         return _text(self.tags, "PatientID", 64)
 
 
-def _orthanc_get(tenant: Tenant, path: str):
-    try:
-        return orthanc_client(tenant).get(path).raise_for_status().json()
-    except httpx.HTTPStatusError as error:
-        if error.response.status_code == 404:
-            return None
-        raise OrthancError(f"Orthanc answered HTTP {error.response.status_code} for {path}") from error
-    except httpx.HTTPError as error:
-        raise OrthancError(f"Orthanc did not answer: {error.__class__.__name__}") from error
+def _orthanc_get(tenant: Tenant, path: str, *, params=()):
+    """Orthanc's JSON answer, None for a 404 (see orthanc_get)."""
+    answer = orthanc_get(tenant, path, params=params)
+    return None if answer is None else json.loads(answer)
 
 
 def _arrival_read(*, tenant: Tenant, orthanc_instance_id: str) -> InstanceArrival | None:
@@ -126,7 +123,7 @@ def _arrival_read(*, tenant: Tenant, orthanc_instance_id: str) -> InstanceArriva
     Two calls for an accepted instance (three when it came over C-STORE), one for a refused class.
     """
     # How it arrived (Origin), its class and transfer syntax, in one call.
-    metadata = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/metadata?expand")
+    metadata = _orthanc_get(tenant, f"/instances/{orthanc_instance_id}/metadata", params=[("expand", "true")])
     if metadata is None:
         # Deleted again before we got to it (eviction, refusal): nothing to index.
         return None
@@ -176,13 +173,11 @@ def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str
     Every other path validated the bytes before storing them (Orthanc marks those RestApi).
     Returns the file's size and the reason it is refused (None when it is accepted).
     """
-    try:
-        response = orthanc_client(tenant).get(f"/instances/{orthanc_instance_id}/file")
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        raise OrthancError(f"Orthanc did not return instance {orthanc_instance_id}: {error}") from error
-    result = validate_instance(f"C-STORE {orthanc_instance_id}", response.content)
-    return len(response.content), result.reason if isinstance(result, Refusal) else None
+    data = orthanc_get(tenant, f"/instances/{orthanc_instance_id}/file")
+    if data is None:
+        raise OrthancError(f"Orthanc did not return instance {orthanc_instance_id}: it is gone")
+    result = validate_instance(f"C-STORE {orthanc_instance_id}", data)
+    return len(data), result.reason if isinstance(result, Refusal) else None
 
 
 def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_class_uid: str, reason: str) -> None:
@@ -482,7 +477,9 @@ def orthanc_sync(*, tenant: Tenant, on_archive, on_completed, max_batches: int =
             if cursor is None:
                 # Another worker took the cursor while this one waited to follow: it follows now.
                 return None if batch_number == 0 else SyncOutcome(done=done, **totals)
-            feed = _orthanc_get(tenant, f"/changes?since={cursor.last_change}&limit={CHANGES_PER_BATCH}")
+            feed = _orthanc_get(
+                tenant, "/changes", params=[("since", cursor.last_change), ("limit", CHANGES_PER_BATCH)]
+            )
             changes = feed.get("Changes", [])
             indexed, completed = _changes_apply(
                 tenant=tenant, changes=changes, on_archive=on_archive, on_completed=on_completed
@@ -517,13 +514,14 @@ def _instance_upload(
     hasher = hashlib.sha256()
     with tempfile.SpooledTemporaryFile(max_size=ARCHIVE_SPOOL_BYTES) as spool:
         try:
-            with orthanc_client(tenant).stream("GET", f"/instances/{orthanc_instance_id}/file") as response:
-                response.raise_for_status()
-                for chunk in response.iter_bytes(ARCHIVE_READ_CHUNK_BYTES):
+            with orthanc_stream(tenant, f"/instances/{orthanc_instance_id}/file") as response:
+                if response is None:
+                    raise ArchiveError(f"instance {instance_id}: Orthanc no longer holds the file")
+                for chunk in response.iter_raw(ARCHIVE_READ_CHUNK_BYTES):
                     hasher.update(chunk)
                     spool.write(chunk)
-        except httpx.HTTPError as error:
-            raise ArchiveError(f"instance {instance_id}: Orthanc did not return the file: {error}") from error
+        except (OrthancError, OSError, http.client.HTTPException) as error:
+            raise ArchiveError(f"instance {instance_id}: Orthanc did not return the file: {error!r}") from error
         size = spool.tell()
         spool.seek(0)
         checksum = base64.b64encode(hasher.digest()).decode()
@@ -674,12 +672,12 @@ def study_rehydrate(*, tenant: Tenant, study: Study) -> int:
         if hashlib.sha256(data).hexdigest() != instance.sha256:
             raise ArchiveError(f"instance {instance.pk}: the archived copy does not match its SHA-256")
         try:
-            answer = orthanc_client(tenant).post_instances(data)
-        except httpx.HTTPError as error:
+            orthanc_instance_id, _ = orthanc_store(tenant, data)
+        except OrthancError as error:
             raise OrthancError(f"instance {instance.pk}: Orthanc did not take it back: {error}") from error
-        Instance.objects.filter(pk=instance.pk).update(orthanc_instance_id=answer["ID"])
+        Instance.objects.filter(pk=instance.pk).update(orthanc_instance_id=orthanc_instance_id)
         restored += 1
-    study_id = (_orthanc_get(tenant, f"/instances/{answer['ID']}/study") or {}).get("ID", "") if restored else ""
+    study_id = (_orthanc_get(tenant, f"/instances/{orthanc_instance_id}/study") or {}).get("ID", "") if restored else ""
     Study.objects.filter(pk=study.pk).update(evicted_at=None, orthanc_study_id=study_id or study.orthanc_study_id)
     audit_record(
         event_id=AuditEventId.IMPORT,
