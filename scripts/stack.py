@@ -769,8 +769,9 @@ def django_up(state: dict, local_env: dict[str, str], env_hash: str, web: bool) 
             "--bind", f"{HOST}:{WEB_PORT}", "--workers", "2", "--threads", "4",
             "--access-logfile", "-", "--error-logfile", "-",
         ],
+        # Three processes: a sync that follows a feed still arriving holds one, and archiving keeps two.
         WORKER_SERVICE: [
-            str(VENV_BIN / "celery"), "-A", "saas.config", "worker", "-l", "info", "--concurrency", "2",
+            str(VENV_BIN / "celery"), "-A", "saas.config", "worker", "-l", "info", "--concurrency", "3",
             "-Q", "django,sync",
         ],
         BEAT_SERVICE: [
