@@ -58,3 +58,17 @@ def test_a_folded_header_is_joined_and_a_malformed_one_refused():
             _answer(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n\r\n")
     with pytest.raises(http.client.UnknownProtocol):
         _answer(b"HTTP/2.0 200 OK\r\n\r\n")
+
+
+def test_an_interim_1xx_answer_is_skipped_as_the_standard_library_skips_it():
+    # given a 100 Continue (with a header of its own) before the real answer
+    data = (
+        b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    # when the relay reads it, then it reads the final answer only, as http.client does
+    ours = _answer(data)
+    stdlib = http.client.HTTPResponse(_Received(data), method="GET")
+    stdlib.begin()
+    assert (ours.status, ours.headers.items(), ours.read()) == (stdlib.status, stdlib.headers.items(), stdlib.read())
+    assert ours.status == 200 and "X-Interim" not in ours.headers
