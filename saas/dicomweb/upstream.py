@@ -290,8 +290,9 @@ def _body(response: OrthancResponse, *, rewrite_to: bytes | None, gzip: bool) ->
     try:
         chunks: Iterator[bytes] = response.iter_raw(CHUNK_BYTES)
         if rewrite_to is not None:
-            boundary = _boundary(response.headers.get("Content-Type", ""))
-            if boundary is not None and response.headers.get("Content-Type", "").lower().startswith("multipart/"):
+            content_type = response.headers.get("Content-Type", "")
+            boundary = _boundary(content_type)
+            if boundary is not None and content_type.lower().startswith("multipart/"):
                 chunks = rewrite_part_headers(chunks, boundary, ORTHANC_URL_PREFIX, rewrite_to)
             else:
                 chunks = rewrite_chunks(chunks, ORTHANC_URL_PREFIX, rewrite_to)

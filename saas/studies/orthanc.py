@@ -47,27 +47,42 @@ def orthanc_client(tenant: Tenant) -> pyorthanc.Orthanc:
     return client
 
 
-def orthanc_store(tenant: Tenant, data: bytes) -> tuple[str, bool]:
-    """Store one Part 10 instance; returns Orthanc's instance id and whether it was already there."""
+def _exchange(tenant: Tenant, method: str, path: str, *, params=(), headers=None, body=None) -> tuple[int, bytes]:
+    """One request and its whole answer (read to the end, so its connection is kept); OrthancError when Orthanc
+    cannot be reached or its answer breaks off."""
     try:
-        response = orthanc_request(
-            tenant, "POST", "/instances", headers={"Content-Type": "application/dicom"}, body=data
-        )
+        response = orthanc_request(tenant, method, path, params=params, headers=headers, body=body)
         try:
-            answer = response.read()
+            return response.status_code, response.read()
         finally:
             response.close()
     except (OSError, http.client.HTTPException) as error:
         raise OrthancError(f"Orthanc did not answer: {error.__class__.__name__}") from error
-    if response.status_code >= 400:
-        raise OrthancError(f"Orthanc refused the instance (HTTP {response.status_code})")
-    answer = json.loads(answer)
-    return answer["ID"], answer.get("Status") == "AlreadyStored"
+
+
+def orthanc_store(tenant: Tenant, data: bytes) -> tuple[str, bool]:
+    """Store one Part 10 instance; returns Orthanc's instance id and whether it was already there."""
+    status, answer = _exchange(tenant, "POST", "/instances", headers={"Content-Type": "application/dicom"}, body=data)
+    if status >= 400:
+        raise OrthancError(f"Orthanc refused the instance (HTTP {status})")
+    stored = json.loads(answer)
+    return stored["ID"], stored.get("Status") == "AlreadyStored"
+
+
+def orthanc_get(tenant: Tenant, path: str, *, params=()) -> bytes | None:
+    """A GET's whole body; None for a 404, OrthancError when Orthanc refuses or cannot be reached."""
+    status, answer = _exchange(tenant, "GET", path, params=params)
+    if status == 404:
+        return None
+    if status >= 400:
+        raise OrthancError(f"Orthanc answered HTTP {status} for {path}")
+    return answer
 
 
 @contextmanager
 def orthanc_stream(tenant: Tenant, path: str, *, params=()) -> Iterator[OrthancResponse | None]:
-    """A GET whose body the caller reads (iter_raw) within the block; None for a 404, OrthancError otherwise.
+    """A GET whose body the caller reads (iter_raw) within the block, for files too large to hold; None for a 404,
+    OrthancError otherwise.
 
     Transport failures while the body is read come out of the block as OSError or
     http.client.HTTPException (an IncompleteRead when Orthanc went away half-way).
@@ -85,12 +100,3 @@ def orthanc_stream(tenant: Tenant, path: str, *, params=()) -> Iterator[OrthancR
             yield response
     finally:
         response.close()
-
-
-def orthanc_get(tenant: Tenant, path: str, *, params=()) -> bytes | None:
-    """A GET's whole body; None for a 404, OrthancError when Orthanc refuses or cannot be reached."""
-    try:
-        with orthanc_stream(tenant, path, params=params) as response:
-            return None if response is None else response.read()
-    except (OSError, http.client.HTTPException) as error:
-        raise OrthancError(f"Orthanc did not answer: {error.__class__.__name__}") from error
