@@ -433,7 +433,9 @@ def _check_pixels(
         rows, columns, samples, bits_allocated = (
             int(ds[keyword].value) for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
         )
-        frames = int(ds.get("NumberOfFrames") or 1)
+        # Absent (or empty) means one frame; a stated 0 stays 0 and is refused below.
+        declared_frames = ds.get("NumberOfFrames")
+        frames = 1 if declared_frames is None or str(declared_frames).strip() == "" else int(declared_frames)
         photometric = _text(ds, "PhotometricInterpretation")
     except Exception as error:  # see validate_instance: lazy conversion of hostile values raises anything
         raise _Refused(
@@ -454,7 +456,9 @@ def _check_pixels(
     if samples not in (1, 3):
         raise _Refused(RefusalKind.PIXEL_MISMATCH, f"Samples per Pixel is {samples}; it must be 1 or 3")
 
-    element = ds.get_item(pixel_tag)
+    # keep_deferred: pixel data over _DEFER_BYTES stays unread (value None); without it pydicom would read
+    # and convert it here, and a large image would look malformed.
+    element = ds.get_item(pixel_tag, keep_deferred=True)
     if not isinstance(element, RawDataElement):
         # Only a sequence is parsed eagerly: pixel data encoded as one was crafted or mangled.
         raise _Refused(RefusalKind.PIXEL_MISMATCH, "the pixel data element is malformed")
@@ -480,7 +484,7 @@ def _check_pixels(
         )
     pixels = rows * columns * samples * frames
     expected = (pixels + 7) // 8 if bits_allocated == 1 else pixels * bits_allocated // 8
-    if photometric == "YBR_FULL_422":
+    if photometric == "YBR_FULL_422" and samples == 3:
         # PS3.3 C.7.6.3.1.2: two chroma samples are shared by each pair of pixels.
         expected = expected // 3 * 2
     # Odd lengths are padded to even with one byte (PS3.5 7.1.1).
@@ -521,6 +525,13 @@ def _check_fragments(ds: Dataset, data: bytes, *, start: int, frames: int) -> No
             f"the image declares {frames} frame(s) but its compressed pixel data holds "
             f"only {len(fragments)} fragment(s)",
         )
+    if table_length and table_length // 4 != frames:
+        # Checked before the table is unpacked: its length alone is the attacker's to choose.
+        raise _Refused(
+            RefusalKind.PIXEL_MISMATCH,
+            f"the compressed pixel data's offset table ({table_length // 4} entries) does not match "
+            f"its {frames} frame(s) and {len(fragments)} fragment(s)",
+        )
     offsets = struct.unpack_from(f"<{table_length // 4}L", data, table_position + 8)
     if offsets:
         first = fragments[0][0]
@@ -532,7 +543,7 @@ def _check_fragments(ds: Dataset, data: bytes, *, start: int, frames: int) -> No
                 f"the compressed pixel data's offset table ({len(offsets)} entries) does not match "
                 f"its {frames} frame(s) and {len(fragments)} fragment(s)",
             )
-    extended = ds.get_item(_EXTENDED_OFFSET_TABLE_TAG) if _EXTENDED_OFFSET_TABLE_TAG in ds else None
+    extended = ds.get_item(_EXTENDED_OFFSET_TABLE_TAG, keep_deferred=True) if _EXTENDED_OFFSET_TABLE_TAG in ds else None
     if extended is not None and getattr(extended, "length", 0) // 8 != frames:
         raise _Refused(
             RefusalKind.PIXEL_MISMATCH, f"the extended offset table does not list the image's {frames} frame(s)"
@@ -614,6 +625,27 @@ def _non_dicom_reason(base_name: str, content: bytes) -> str:
     return "not a DICOM file"
 
 
+def _directory_records(stream: BinaryIO, end_record: list, *, limit: int) -> int:
+    """How many records the central directory holds, counted up to limit + 1 without building them."""
+    size = end_record[zipfile._ECD_SIZE]
+    start = end_record[zipfile._ECD_LOCATION] - size
+    if end_record[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    count = position = 0
+    stream.seek(max(0, start))
+    while count <= limit and position + 46 <= size:
+        header = stream.read(46)
+        if len(header) < 46 or header[:4] != b"PK\x01\x02":
+            break
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", header, 28)
+        skipped = name_length + extra_length + comment_length
+        stream.seek(skipped, io.SEEK_CUR)
+        position += 46 + skipped
+        count += 1
+    stream.seek(0)
+    return count
+
+
 def _expand_zip(file: str, stream: BinaryIO, *, size: int, limits: ValidationLimits) -> Iterator[ValidationResult]:
     try:
         # The central directory is read whole by zipfile: bound it by the end record's own claims first.
@@ -623,12 +655,15 @@ def _expand_zip(file: str, stream: BinaryIO, *, size: int, limits: ValidationLim
             raise zipfile.BadZipFile("no end of central directory")
         declared_entries = end_record[zipfile._ECD_ENTRIES_TOTAL]
         directory_bytes = end_record[zipfile._ECD_SIZE]
-        if declared_entries > limits.max_zip_entries or directory_bytes > limits.max_zip_entries * 4096:
-            yield Refusal(
-                file,
-                f"the archive holds {declared_entries:,} files; the limit is {limits.max_zip_entries:,}",
-                RefusalKind.TOO_MANY_ENTRIES,
-            )
+        limit = limits.max_zip_entries
+        if (
+            declared_entries > limit
+            or directory_bytes > limit * 4096
+            # The end record may understate the count: the records themselves are what zipfile reads.
+            or _directory_records(stream, end_record, limit=limit) > limit
+        ):
+            held = f"{declared_entries:,}" if declared_entries > limit else f"more than {limit:,}"
+            yield Refusal(file, f"the archive holds {held} files; the limit is {limit:,}", RefusalKind.TOO_MANY_ENTRIES)
             return
         archive = zipfile.ZipFile(stream)
     except Exception:  # zipfile raises many kinds on crafted input (NotImplementedError, struct.error...)

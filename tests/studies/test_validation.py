@@ -20,6 +20,7 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     EncapsulatedPDFStorage,
     ExplicitVRLittleEndian,
+    RLELossless,
     generate_uid,
 )
 
@@ -175,6 +176,47 @@ def test_pydicom_reference_files_are_accepted(name: str) -> None:
         result.transfer_syntax_uid
         == pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True).file_meta.TransferSyntaxUID
     )
+
+
+def test_images_with_pixel_data_over_a_mebibyte_are_accepted() -> None:
+    # given a 1024 x 1024 CT slice (2 MiB of pixels) and the same slice RLE-compressed (fragments over 1 MiB):
+    # real radiographs, mammograms and multi-frame images are this size or larger
+    ds = _ct_datasets(rows=1024, columns=1024)[0]
+    raw = dataset_bytes(ds)
+    compressed = _ct_datasets(rows=1024, columns=1024)[0]
+    compressed.compress(RLELossless, generate_instance_uid=False)
+    raw_rle = dataset_bytes(compressed)
+    assert len(compressed.PixelData) > 1024 * 1024
+
+    # when they are validated
+    results = [validate_instance("big.dcm", raw), validate_instance("big-rle.dcm", raw_rle)]
+
+    # then both are accepted, bytes unchanged
+    for result, data in zip(results, (raw, raw_rle), strict=True):
+        assert isinstance(result, AcceptedInstance), result
+        assert result.data == data
+
+
+def test_an_image_claiming_zero_frames_is_refused() -> None:
+    ds = _ct_datasets()[0]
+    ds.NumberOfFrames = 0
+    result = validate_instance("zero.dcm", dataset_bytes(ds))
+    _assert_refused(result, RefusalKind.PIXEL_MISMATCH, "the image claims 0 frames")
+
+
+def test_a_compressed_image_with_a_wrong_sized_offset_table_is_refused() -> None:
+    # given an RLE image of one frame whose basic offset table claims 3 entries (checked before it is unpacked)
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    pixel_data = ds.PixelData
+    (table_length,) = struct.unpack_from("<L", pixel_data, 4)
+    table = struct.pack("<III", 0, 0, 0)
+    ds.PixelData = pixel_data[:4] + struct.pack("<L", len(table)) + table + pixel_data[8 + table_length :]
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+
+    result = validate_instance("rle.dcm", buffer.getvalue())
+
+    _assert_refused(result, RefusalKind.PIXEL_MISMATCH, "offset table (3 entries) does not match its 1 frame(s)")
 
 
 def test_vendor_preamble_is_accepted_and_zeroed() -> None:
@@ -681,6 +723,22 @@ def test_too_many_entries_refuses_the_whole_archive() -> None:
         results, RefusalKind.TOO_MANY_ENTRIES, "the archive holds 5 files; the limit is 3"
     )
     assert not refusal.hostile
+
+
+def test_an_end_record_understating_the_entry_count_is_still_refused() -> None:
+    # given an archive of 5 entries whose end record claims 1 (zipfile would build every record it finds)
+    limits = ValidationLimits(max_zip_entries=3)
+    data = bytearray(_zip([(f"IM{index}", _ct_bytes()) for index in range(5)]))
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = struct.pack("<HH", 1, 1)
+
+    # when it is uploaded
+    results = list(expand_upload("upload.zip", bytes(data), limits=limits))
+
+    # then it is refused for its entries before zipfile reads the directory
+    _assert_archive_refused(
+        results, RefusalKind.TOO_MANY_ENTRIES, "the archive holds more than 3 files; the limit is 3"
+    )
 
 
 def test_truncated_zip_is_refused_as_corrupt() -> None:
