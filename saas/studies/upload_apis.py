@@ -225,10 +225,11 @@ class UploadFileViewSet(TenantScopedViewSet):
         if media_type != CHUNK_MEDIA_TYPE:
             raise UnsupportedChunkType()
         offset = request.headers.get("Upload-Offset", "")
-        if not offset.isdigit():
+        # ASCII digits, no more than a byte count of the largest file can need ("²" is a digit to isdigit).
+        if not (offset.isascii() and offset.isdigit() and len(offset) <= 15):
             raise ParseError("Send the chunk's position as an Upload-Offset header (a byte count).")
         length = request.META.get("CONTENT_LENGTH", "")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit() and len(length) <= 15):
             raise LengthRequired()
         if int(length) > MAX_CHUNK_BYTES:
             raise ChunkTooLarge()

@@ -139,12 +139,16 @@ def upload_batch_create(*, actor: Actor) -> UploadBatch:
 
 def upload_file_check(*, name: str, size: int) -> None:
     """Refuse what can never be taken, before a single byte is sent."""
-    if not name or "\0" in name or len(name) > MAX_NAME_CHARS:
-        shown = name.replace("\0", "")[:200]
+    unencodable = not name.isascii() and any(0xD800 <= ord(character) <= 0xDFFF for character in name)
+    if not name or "\0" in name or unencodable or len(name) > MAX_NAME_CHARS:
+        shown = name.replace("\0", "").encode("utf-8", "replace").decode("utf-8")[:200]
         if not name:
             reason = "the file has no name"
         elif "\0" in name:
             reason = "the file name holds a NUL character"
+        elif unencodable:
+            # A lone UTF-16 surrogate (JSON's "\ud800") is no character: it cannot be stored or shown.
+            reason = "the file name is not valid Unicode text"
         else:
             reason = f"the file name is longer than {MAX_NAME_CHARS} characters"
         raise UploadRefused(shown, reason)

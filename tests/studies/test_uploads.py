@@ -79,7 +79,7 @@ def _declare(client, batch_id: str, name: str, size: int):
     return client.post(f"{API}{batch_id}/files/", {"name": name, "size": size}, content_type="application/json")
 
 
-def _put(client, batch_id: str, file_id: str, offset: int, chunk: bytes, **extra):
+def _put(client, batch_id: str, file_id: str, offset: int | str, chunk: bytes, **extra):
     return client.put(
         f"{API}{batch_id}/files/{file_id}",
         data=chunk,
@@ -390,6 +390,8 @@ def test_when_every_file_is_refused_the_summary_gives_each_reason_and_nothing_is
         ("IM1", 0, "IM1", "the file is empty"),
         ("huge.zip", 5 * 1024**3, "huge.zip", "the file is 5 GB; the limit is 4 GB per file"),
         ("IM\x001", 10, "IM1", "the file name holds a NUL character"),
+        # JSON's "\ud800" decodes to a lone surrogate, which no database column can hold
+        ("IM\ud8001", 10, "IM?1", "the file name is not valid Unicode text"),
         ("a" * 1025, 10, "a" * 200, "the file name is longer than 1024 characters"),
     ],
 )
@@ -419,6 +421,10 @@ def test_chunks_are_checked_before_they_are_written(client, upload_dir):
     # without an offset
     no_offset = client.put(f"{API}{batch_id}/files/{file_id}", data=b"x", content_type=CHUNK_TYPE)
     assert no_offset.status_code == 400 and "Upload-Offset" in no_offset.json()["detail"]
+    # with an offset that is no byte count: a digit only to str.isdigit, or more digits than int() takes
+    for offset in ("\u00b2", "1" * 5000):
+        bad_offset = _put(client, batch_id, file_id, offset, b"x")
+        assert bad_offset.status_code == 400 and "Upload-Offset" in bad_offset.json()["detail"]
     # nothing was written or counted
     assert list(upload_dir.rglob("*.part")) == []
     assert client.get(f"{API}{batch_id}/files/{file_id}").json()["received"] == 0
