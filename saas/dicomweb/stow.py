@@ -3,6 +3,8 @@ and answers the standard response (ReferencedSOPSequence / FailedSOPSequence).""
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.http import JsonResponse
 from rest_framework.exceptions import APIException, ParseError
@@ -14,6 +16,8 @@ from saas.studies.ingest import IngestBatch, ItemOutcome, ItemStatus
 from saas.studies.validation import AcceptedInstance, RefusalKind, ValidationLimits
 from tenants.access import access_tenant_patient_data
 from tenants.enums import TokenScope
+
+logger = logging.getLogger(__name__)
 
 # DICOM PS3.18 / PS3.4 failure reasons.
 PROCESSING_FAILURE = 0x0110
@@ -113,6 +117,15 @@ def stow(request, *, slug: str, study_instance_uid: str | None = None) -> JsonRe
         if not batch.outcomes:
             raise ParseError(f"Malformed multipart/related body: {error}") from error
         failed.append(_failed("", "", CANNOT_UNDERSTAND, f"body malformed after part {len(batch.outcomes)}: {error}"))
+    except OSError as error:
+        # The body stopped arriving (a dropped connection, a chunked body cut short): what was
+        # stored before stays stored, is audited below, and is reported as stored.
+        logger.warning("tenant %s: STOW-RS body broke off after part %d: %s", tenant.pk, len(batch.outcomes), error)
+        failed.append(_failed("", "", CANNOT_UNDERSTAND, f"body broke off after part {len(batch.outcomes)}"))
+    except BaseException:
+        # Whatever else stops the request, the instances already in the clinic's Orthanc are audited.
+        batch.finish()
+        raise
     batch.finish()
     referenced = [_referenced(base_url, instance) for instance in batch.stored]
     failed = [_failed_item(outcome) for outcome in batch.outcomes if outcome.status != ItemStatus.STORED] + failed
