@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 from saas.accounts.views import login_view, logout_view
 from saas.ai.apis import AnalysisViewSet
 from saas.audit.apis import AuditEventListApi
+from saas.dicomweb import converters
 from saas.dicomweb.views import dicomweb_studies, stow_study
 from saas.portal import health
 from saas.portal.viewer import viewer_findings, viewer_page
@@ -37,6 +38,8 @@ api_v1 = [
     path("uploads/<uuid:batch_id>/finish", UploadBatchViewSet.as_view({"post": "finish"}), name="upload-finish"),
 ]
 
+converters.register()
+
 urlpatterns = [
     path("", home, name="home"),
     path("login/", login_view, name="login"),
@@ -50,6 +53,6 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),
     path("dicomweb/<slug:slug>/studies", dicomweb_studies, name="dicomweb-studies"),
-    path("dicomweb/<slug:slug>/studies/<str:study_instance_uid>", stow_study, name="stow-study"),
+    path("dicomweb/<slug:slug>/studies/<uid:study_instance_uid>", stow_study, name="stow-study"),
     path("dicomweb/<slug:slug>/", include("saas.dicomweb.urls")),
 ]

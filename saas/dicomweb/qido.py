@@ -205,11 +205,16 @@ def _split(values: Iterable[str]) -> list[str]:
     return [part.strip() for value in values for part in re.split(r"[,\\]", value) if part.strip()]
 
 
+MAX_OFFSET = 1_000_000_000
+
+
 def _non_negative(name: str, raw: str | None, *, default: int, maximum: int | None = None) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or (maximum is not None and not 0 < int(raw) <= maximum):
-        bound = f"from 1 to {maximum}" if maximum is not None else "of 0 or more"
+    # ASCII digits only ("²" is a digit to str.isdigit), and no more than fit a database OFFSET.
+    ceiling = maximum if maximum is not None else MAX_OFFSET
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or int(raw) > ceiling or (maximum and int(raw) == 0):
+        bound = f"from 1 to {maximum}" if maximum is not None else f"from 0 to {MAX_OFFSET}"
         raise QueryError(f"{name} must be an integer {bound}.")
     return int(raw)
 
@@ -220,6 +225,8 @@ def query_parse(params, *, level: Level) -> Query:
     filters: dict[str, list[str]] = {}
     unknown: list[str] = []
     for name, values in params.lists():
+        if any("\x00" in value for value in values):
+            raise QueryError(f"{name} must not contain a NUL character.")
         if name in CONTROL_PARAMETERS:
             continue
         keyword = _keyword(name)

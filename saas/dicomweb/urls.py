@@ -2,11 +2,13 @@
 
 from django.urls import path
 
-from saas.dicomweb import views
+from saas.dicomweb import converters, views
 
-_STUDY = "studies/<str:study_instance_uid>"
-_SERIES = f"{_STUDY}/series/<str:series_instance_uid>"
-_INSTANCE = f"{_SERIES}/instances/<str:sop_instance_uid>"
+converters.register()
+
+_STUDY = "studies/<uid:study_instance_uid>"
+_SERIES = f"{_STUDY}/series/<uid:series_instance_uid>"
+_INSTANCE = f"{_SERIES}/instances/<uid:sop_instance_uid>"
 _FRAMES = f"{_INSTANCE}/frames/<str:frames>"
 
 urlpatterns = [

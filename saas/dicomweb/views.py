@@ -412,6 +412,7 @@ def _rendered(request, slug, study_instance_uid, path, *, key: str | None, thumb
 
 
 _WADO_RESPONSES = {(200, "multipart/related"): bytes}
+_IMAGE_RESPONSES = {(200, media_type): bytes for media_type in RENDERED_MEDIA_TYPES}
 
 
 @extend_schema(summary="WADO-RS: metadata of a study", responses={(200, DICOM_JSON): dict})
@@ -427,7 +428,7 @@ def study_rendered(request, slug: str, study_instance_uid: str):
     return _rendered(request, slug, study_instance_uid, path, key=None, thumbnail=False, kind="rendered")
 
 
-@extend_schema(summary="WADO-RS: thumbnail of a study (its first series' middle image)")
+@extend_schema(summary="WADO-RS: thumbnail of a study (its first series' middle image)", responses=_IMAGE_RESPONSES)
 @_retrieval
 def study_thumbnail(request, slug: str, study_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
@@ -475,7 +476,7 @@ def series_rendered(request, slug: str, study_instance_uid: str, series_instance
     return _rendered(request, slug, study_instance_uid, path, key=None, thumbnail=False, kind="rendered")
 
 
-@extend_schema(summary="WADO-RS: thumbnail of a series (its middle image)")
+@extend_schema(summary="WADO-RS: thumbnail of a series (its middle image)", responses=_IMAGE_RESPONSES)
 @_retrieval
 def series_thumbnail(request, slug: str, study_instance_uid: str, series_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
@@ -511,7 +512,7 @@ def instance_rendered(request, slug: str, study_instance_uid: str, series_instan
     return _rendered(request, slug, study_instance_uid, path, key=key, thumbnail=False, kind="rendered")
 
 
-@extend_schema(summary="WADO-RS: thumbnail of an instance")
+@extend_schema(summary="WADO-RS: thumbnail of an instance", responses=_IMAGE_RESPONSES)
 @_retrieval
 def instance_thumbnail(request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str):
     tenant, study = _study(request, slug, study_instance_uid)
@@ -524,7 +525,10 @@ def _frames(frames: str) -> str:
     return frames
 
 
-@extend_schema(summary="WADO-RS: frames of an instance (stored or requested transfer syntax)")
+@extend_schema(
+    summary="WADO-RS: frames of an instance (stored or requested transfer syntax)",
+    responses={(200, "multipart/related"): bytes, (200, "application/octet-stream"): bytes},
+)
 @_retrieval
 def instance_frames(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, frames: str
@@ -560,7 +564,7 @@ def frames_rendered(
     return _rendered(request, slug, study_instance_uid, path, key=key, thumbnail=False, kind="rendered")
 
 
-@extend_schema(summary="WADO-RS: thumbnail of a frame")
+@extend_schema(summary="WADO-RS: thumbnail of a frame", responses=_IMAGE_RESPONSES)
 @_retrieval
 def frames_thumbnail(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, frames: str
@@ -574,7 +578,7 @@ def frames_thumbnail(
 _BULK_RE = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*$")
 
 
-@extend_schema(summary="WADO-RS: bulk data, as announced by BulkDataURI in the metadata")
+@extend_schema(summary="WADO-RS: bulk data, as announced by BulkDataURI in the metadata", responses=_WADO_RESPONSES)
 @_retrieval
 def instance_bulkdata(
     request, slug: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str, tag_path: str

@@ -82,3 +82,21 @@ def test_unknown_parameters_and_bad_limits_are_refused_by_name(client, clinic_wi
     bad_limit = _get(client, tenant.slug, raw, limit="100000")
     assert unknown.status_code == 400 and "PatientsWeight" in unknown.json()["detail"]
     assert bad_limit.status_code == 400 and "limit" in bad_limit.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"limit": "\u00b2"}, "limit"),  # a digit to str.isdigit, not to int()
+        ({"offset": "\u00b2"}, "offset"),
+        ({"offset": "99999999999999999999"}, "offset"),  # past what a database OFFSET takes
+        ({"PatientName": "Smith\x00"}, "PatientName"),
+        ({"AccessionNumber": "\x00"}, "AccessionNumber"),
+    ],
+)
+def test_values_no_query_can_use_are_a_400_naming_the_parameter(client, clinic_with_study, params, named):
+    tenant, _ = clinic_with_study
+    _, raw = api_token(tenant=tenant, scopes=[TokenScope.STUDIES_READ])
+    response = _get(client, tenant.slug, raw, **params)
+    assert response.status_code == 400 and named in response.json()["detail"], response.content
+

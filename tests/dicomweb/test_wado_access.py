@@ -53,6 +53,28 @@ def test_another_clinics_uids_get_the_same_404_as_missing_ones_and_nothing_is_au
     assert audit_aggregates_pending() == 0
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "studies/%00/metadata",  # a NUL, which the database refuses to even compare
+        "studies/{study}/series/%00/thumbnail",
+        "studies/{study}/series/{series}%3F/instances/{sop}",  # "?": would cut the path handed to nginx or Orthanc
+        "studies/{study}/series/{series}/instances/{sop}%252F..%252F/frames/1",
+        "studies/{study}/series/1..2/metadata",
+        "studies/1.2.3.",
+        "studies/" + "1" * 65 + "/metadata",
+    ],
+)
+def test_a_uid_that_is_not_a_dicom_uid_is_a_404_before_anything_looks_it_up(client, clinic_with_ct, path):
+    clinic = clinic_with_ct
+    path = path.format(study=clinic.study_uid, series=clinic.series_uid, sop=clinic.datasets[0].SOPInstanceUID)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{clinic.base}/{path}", **clinic.auth())
+    assert response.status_code == 404
+    assert not [query for query in queries.captured_queries if "studies_" in query["sql"]]
+    assert audit_aggregates_pending() == 0
+
+
 def test_a_write_only_token_may_not_read(client, clinic_with_ct):
     clinic = clinic_with_ct
     _, write_only = api_token(tenant=clinic.tenant, scopes=[TokenScope.STUDIES_WRITE])
