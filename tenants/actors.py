@@ -12,6 +12,15 @@ if TYPE_CHECKING:
     from tenants.models import ApiToken, Tenant
 
 
+_ROLE_PRECEDENCE = (
+    Role.CLINIC_ADMIN,
+    Role.CLINIC_STAFF,
+    Role.REFERRING_PHYSICIAN,
+    Role.BILLING_ADMIN,
+    Role.RADIOLOGIST,
+)
+
+
 @dataclass(frozen=True)
 class Actor:
     user: User | None = None
@@ -61,15 +70,19 @@ class Actor:
     def active_role(self) -> str:
         if self.active_tenant is None:
             return Role.PLATFORM_ADMIN.value if self.is_platform_admin else ""
-        roles = self.roles_in(self.active_tenant.pk)
+        return self.role_in(self.active_tenant.pk)
+
+    def role_in(self, tenant_id: int, *, patient_data: bool = False) -> str:
+        """The role this actor acts in within one clinic ("" for none), whichever clinic is active.
+
+        With `patient_data`, the role that grants access to patient data there (a billing administrator
+        who also holds a reading credential reads studies as a radiologist).
+        """
+        roles = self.roles_in(tenant_id)
+        if patient_data:
+            roles = roles & PATIENT_DATA_ROLES
         # A person with a clinic role and a credential acts in their clinic role by default.
-        for role in (
-            Role.CLINIC_ADMIN,
-            Role.CLINIC_STAFF,
-            Role.REFERRING_PHYSICIAN,
-            Role.BILLING_ADMIN,
-            Role.RADIOLOGIST,
-        ):
+        for role in _ROLE_PRECEDENCE:
             if role in roles:
                 return role.value
         return ""

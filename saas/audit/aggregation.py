@@ -39,7 +39,6 @@ from saas.audit.models import AuditEvent
 from saas.audit.services import audit_record
 from tenants.actors import Actor
 from tenants.context import tenant_context
-from tenants.enums import Role
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +130,6 @@ def _claimed_index() -> str:
     return f"{_namespace()}:claimed"
 
 
-def _role_in(actor: Actor, tenant_id: int) -> str:
-    roles = actor.roles_in(tenant_id)
-    for role in (Role.CLINIC_ADMIN, Role.CLINIC_STAFF, Role.REFERRING_PHYSICIAN, Role.RADIOLOGIST):
-        if role in roles:
-            return role.value
-    return ""
-
-
 @dataclass(frozen=True)
 class AggregateIdentity:
     """Who did what to which study: one audit row per identity and window."""
@@ -164,7 +155,7 @@ class AggregateIdentity:
             patient_id=patient_id,
             actor_id=actor.id,
             actor_username=actor.username,
-            actor_role=_role_in(actor, tenant_id),
+            actor_role=actor.role_in(tenant_id, patient_data=True),
             token_id=actor.token.pk if actor.token is not None else None,
             source_ip=actor.source_ip,
         )

@@ -26,6 +26,7 @@ from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
 from saas.audit.models import AuditEvent
 from tenants.actors import Actor
 from tenants.context import tenant_context
+from tenants.enums import Role
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +146,20 @@ def audit_record(
     `actor` fills the actor fields (person or token, role, source address); without one the
     event is the system's own.
     """
+    patient_ids = sorted(set(patient_ids))
+    study_instance_uids = sorted(set(study_instance_uids))
     if actor is not None:
         actor_id = actor.id
         actor_username = actor.username
-        actor_role = actor.active_role
+        # The role in the clinic whose chain this is, not in the one the person has switched to:
+        # a radiologist reading for clinic B while clinic A is active acts in B as a radiologist.
+        if tenant_id is None:
+            actor_role = actor.active_role
+        else:
+            patient_data = bool(patient_ids or study_instance_uids)
+            actor_role = actor.role_in(tenant_id, patient_data=patient_data) or (
+                Role.PLATFORM_ADMIN.value if actor.is_platform_admin else ""
+            )
         token_id = actor.token.pk if actor.token is not None else None
         source_ip = actor.source_ip
     elif not actor_username and actor_id is None:
@@ -163,8 +174,8 @@ def audit_record(
         "actor_role": actor_role,
         "token_id": token_id,
         "source_ip": _normalise_ip(source_ip),
-        "patient_ids": sorted(set(patient_ids)),
-        "study_instance_uids": sorted(set(study_instance_uids)),
+        "patient_ids": patient_ids,
+        "study_instance_uids": study_instance_uids,
         "detail": detail or {},
         "occurred_at": occurred_at or timezone.now(),
     }

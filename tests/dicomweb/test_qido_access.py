@@ -9,7 +9,7 @@ from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
 from tenants.enums import Role, TokenScope
 from tenants.orthanc import orthanc_endpoint
-from tenants.services import tenant_create
+from tenants.services import credential_grant, tenant_create
 from tests.dicomweb.conftest import index_orthanc
 from tests.factories import api_token, person, tenant_row
 
@@ -100,3 +100,16 @@ def test_values_no_query_can_use_are_a_400_naming_the_parameter(client, clinic_w
     response = _get(client, tenant.slug, raw, **params)
     assert response.status_code == 400 and named in response.json()["detail"], response.content
 
+
+def test_a_radiologist_reading_for_another_clinic_is_audited_in_that_clinics_role(client, clinic_with_study):
+    # given a person who is billing administrator of their own (active) clinic and a radiologist for this one
+    tenant, study_uid = clinic_with_study
+    reader = person(role=Role.BILLING_ADMIN, tenant=tenant_row())
+    credential_grant(radiologist=reader, tenant=tenant)
+    client.force_login(reader)
+    # when they search this clinic's studies
+    assert [m["0020000D"]["Value"][0] for m in _get(client, tenant.slug).json()] == [study_uid]
+    # then this clinic's audit row names the role they acted in here
+    with tenant_context(tenant_ids=[tenant.pk]):
+        event = AuditEvent.objects.filter(tenant_id=tenant.pk, event_id=AuditEventId.QUERY).latest("id")
+    assert (event.actor_username, event.actor_role) == (reader.username, Role.RADIOLOGIST.value)
