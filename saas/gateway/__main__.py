@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -75,14 +76,14 @@ def serve(config: GatewayConfig) -> int:
     try:
         lock = lock_for_serving(config.spool_dir)
         spool = Spool(config.spool_dir)
+        recovery = spool.recover()
     except SpoolBusy as error:
         print(f"readroom-gateway: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except OSError as error:
-        print(f"readroom-gateway: spool_dir: cannot use {config.spool_dir}: {error.strerror}", file=sys.stderr)
+    except (OSError, sqlite3.Error) as error:
+        print(f"readroom-gateway: spool_dir: cannot use {config.spool_dir}: {_reason(error)}", file=sys.stderr)
         return EXIT_CONFIG
     _warn_about_transport(config)
-    recovery = spool.recover()
     logger.info(
         "spool %s: removed %d incomplete reception(s) and %d already delivered file(s); %d queued",
         config.spool_dir,
@@ -118,8 +119,14 @@ def serve(config: GatewayConfig) -> int:
         return EXIT_CONFIG
     logger.info("listening as %s on %s:%d", config.ae_title, config.listen_host, config.listen_port)
 
+    outcome = EXIT_OK
     while not stop.wait(1.0):
-        pass
+        if not forwarder_thread.is_alive():
+            # Receiving on without forwarding would fill the spool unseen: stop, so that the service
+            # manager restarts the gateway (and the spool is resumed), and say why.
+            logger.critical("the forwarder stopped unexpectedly; shutting down so that the gateway is restarted")
+            outcome = EXIT_FAILED
+            break
     stop_scp(server)
     wake.set()
     forwarder_thread.join(FORWARDER_JOIN_S)
@@ -127,12 +134,24 @@ def serve(config: GatewayConfig) -> int:
     spool.close()
     lock.close()
     logger.info("stopped")
-    return EXIT_OK
+    return outcome
+
+
+def _reason(error: Exception) -> str:
+    return (error.strerror if isinstance(error, OSError) else None) or str(error) or type(error).__name__
 
 
 def status(config: GatewayConfig, *, as_json: bool) -> int:
     assert config.spool_dir is not None
-    report = status_report(config.spool_dir)
+    try:
+        report = status_report(config.spool_dir)
+    except (OSError, sqlite3.Error) as error:
+        print(
+            f"readroom-gateway: spool_dir: cannot read {config.spool_dir}: {_reason(error)}"
+            " (run status as the user the gateway runs as)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     return EXIT_OK
 

@@ -38,6 +38,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class GatewayConfig:
     ae_title: str = "READROOM_GW"
+    # The devices allowed to send (their calling AE titles); empty: any device that calls ae_title.
+    calling_ae_titles: tuple[str, ...] = ()
     listen_host: str = DEFAULT_LISTEN_HOST
     listen_port: int = DEFAULT_LISTEN_PORT
     platform_url: str | None = None
@@ -86,9 +88,19 @@ def _read_token_file(path: Path) -> str:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as error:
         raise ConfigError([f"api_token_file: cannot read {path}: {error.strerror}"]) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"api_token_file: {path} is not a text file (byte {error.start} is not UTF-8)"]) from error
     if not token or any(character.isspace() for character in token):
         raise ConfigError([f"api_token_file: {path} must hold exactly one token on one line"])
     return token
+
+
+def _readable_file(path: Path) -> bool:
+    try:
+        with path.open("rb"):
+            return path.is_file()
+    except OSError:
+        return False
 
 
 def token_file_is_shared(path: Path) -> bool:
@@ -110,6 +122,23 @@ def _ae_title(value: Any) -> str:
     if not 0 < len(title) <= 16 or "\\" in title or not title.isascii() or not title.isprintable():
         raise ValueError(f"must be 1 to 16 printable ASCII characters without a backslash, got {title!r}")
     return title
+
+
+def _ae_titles(value: Any) -> tuple[str, ...]:
+    """A TOML list of AE titles, or (from the environment) one string of them separated by commas."""
+    if isinstance(value, str):
+        items: list[Any] = [item for item in value.split(",") if item.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"must be a list of AE titles, got {value!r}")
+    titles = []
+    for item in items:
+        try:
+            titles.append(_ae_title(item))
+        except ValueError as error:
+            raise ValueError(f"each AE title {error}") from None
+    return tuple(dict.fromkeys(titles))
 
 
 def _integer(low: int, high: int) -> Callable[[Any], int]:
@@ -174,6 +203,7 @@ def _path(value: Any) -> Path:
 
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "ae_title": _ae_title,
+    "calling_ae_titles": _ae_titles,
     "listen_host": _text,
     "listen_port": _integer(1, 65535),
     "platform_url": _platform_url,
@@ -214,6 +244,10 @@ def load_config(*, config_path: Path | None, environ: Mapping[str, str], command
             document = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except OSError as error:
             raise ConfigError([f"--config: cannot read {config_path}: {error.strerror}"]) from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                [f"--config: {config_path} must be saved as UTF-8 (byte {error.start} is not UTF-8)"]
+            ) from error
         except tomllib.TOMLDecodeError as error:
             raise ConfigError([f"--config: {config_path} is not valid TOML: {error}"]) from error
         for key, value in document.items():
@@ -263,7 +297,7 @@ def load_config(*, config_path: Path | None, environ: Mapping[str, str], command
             problems.append(f"retry_backoff_max: must be at least retry_backoff_base ({base}), got {maximum}")
     if values.get("tls_verify") is False and values.get("ca_bundle"):
         problems.append("ca_bundle: is set but tls_verify is false; drop one of them")
-    if values.get("ca_bundle") and not values["ca_bundle"].is_file():
+    if values.get("ca_bundle") and not _readable_file(values["ca_bundle"]):
         problems.append(f"ca_bundle: {values['ca_bundle']} is not a readable file")
 
     for key in REQUIRED_FOR[command]:

@@ -23,6 +23,11 @@ CONNECT_TIMEOUT_S = 10.0
 IDLE_POLL_S = 5.0
 # After a wake-up, wait this long so that a study arriving slice by slice fills a batch.
 LINGER_S = 0.3
+# An instance whose batch failed this many times in a row (HTTP 5xx, a timeout) is sent on its own from
+# then on: one instance the platform chokes on must not hold back every instance spooled after it.
+ALONE_AFTER_TRIES = 3
+# Doubling stops here; 2**1024 would not even fit in a float, and the cap applies long before.
+_MAX_BACKOFF_EXPONENT = 60
 DETAIL_LIMIT = 300
 
 
@@ -49,7 +54,7 @@ def backoff_delay(attempt: int, *, base: float, maximum: float, rng: random.Rand
 
     The jitter keeps many clinic gateways from hammering the platform in step after an outage.
     """
-    ceiling = min(maximum, base * 2 ** max(0, attempt - 1))
+    ceiling = min(maximum, base * 2 ** min(max(0, attempt - 1), _MAX_BACKOFF_EXPONENT))
     return rng.uniform(ceiling / 2, ceiling)
 
 
@@ -181,6 +186,11 @@ class Forwarder:
             if retry is not None and retry[1] > now:
                 earliest_retry = retry[1] if earliest_retry is None else min(earliest_retry, retry[1])
                 continue
+            if retry is not None and retry[0] >= ALONE_AFTER_TRIES:
+                if batch:
+                    continue
+                batch.append(instance)
+                break
             if batch and (
                 len(batch) >= self.config.max_batch_instances
                 or batch_bytes + instance.size > self.config.max_batch_bytes
@@ -196,11 +206,18 @@ class Forwarder:
     def deliver(self, batch: list[SpooledInstance]) -> Attempt:
         try:
             response, sent = self._post(batch)
-        except requests.RequestException as error:
+        except requests.ConnectionError as error:
+            # Nothing reached the platform (refused, no route, DNS): the batch is not at fault.
             return Attempt(
                 kept=len(batch),
                 request_failed=True,
                 errors=[f"cannot reach the platform at {self.config.platform_url}: {type(error).__name__}"],
+            )
+        except requests.RequestException as error:
+            # A timeout or a broken answer: perhaps this batch (too large for the link, one instance the
+            # platform chokes on), so its instances are retried on their own schedule, alone after a while.
+            return self._failed_for_now(
+                batch, f"no answer from the platform at {self.config.platform_url}: {type(error).__name__}"
             )
         if response is None:
             return Attempt()
@@ -212,8 +229,16 @@ class Forwarder:
                 return Attempt(kept=len(sent), request_failed=True, errors=[f"HTTP {status} but {error}"])
             return self.settle(sent, result, status=status)
         detail = response_detail(response)
-        if status in (400, 413):
+        if status == 400 or (status == 413 and len(sent) > 1):
             return self._isolate(sent, status=status, detail=detail)
+        if status == 413:
+            # The platform answers an oversize instance with a per-instance failure, never 413: this comes
+            # from a proxy in front of it. The instance is fine; it waits, without holding back the others.
+            return self._failed_for_now(
+                sent,
+                f"HTTP 413 from a proxy in front of the platform for {sent[0].sop_instance_uid} "
+                f"({sent[0].size} bytes): raise its request size limit (nginx: client_max_body_size)",
+            )
         if status in (401, 403):
             return Attempt(
                 kept=len(sent),
@@ -239,7 +264,12 @@ class Forwarder:
                     f"(HTTP 404 from {self.config.stow_url}); check tenant_slug"
                 ],
             )
-        return Attempt(kept=len(sent), request_failed=True, errors=[f"HTTP {status} from the platform: {detail}"])
+        return self._failed_for_now(sent, f"HTTP {status} from the platform: {detail}")
+
+    def _failed_for_now(self, sent: list[SpooledInstance], error: str) -> Attempt:
+        for instance in sent:
+            self._schedule_retry(instance.sop_instance_uid)
+        return Attempt(kept=len(sent), request_failed=True, errors=[error])
 
     def _post(self, batch: list[SpooledInstance]) -> tuple[requests.Response | None, list[SpooledInstance]]:
         files, sent = [], []

@@ -108,6 +108,9 @@ def build_ae(config: GatewayConfig) -> AE:
     # Modalities are configured with this AE title; refusing others surfaces a misrouted device
     # at association time instead of filing its images under the wrong clinic.
     ae.require_called_aet = True
+    if config.calling_ae_titles:
+        # Only the clinic's own devices may send: any other caller is rejected at association.
+        ae.require_calling_aet = list(config.calling_ae_titles)
     return ae
 
 

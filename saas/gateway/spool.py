@@ -86,7 +86,10 @@ class Spool:
         self.incoming_dir = root / INCOMING
         self.failed_dir = root / FAILED
         for directory in (root, self.incoming_dir, self.failed_dir):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not directory.is_dir():
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # Its entry in the parent must outlive a power cut like the first instance written into it.
+                _fsync_directory(directory.parent)
         self.ledger = Ledger(root / LEDGER_NAME)
         # Two associations may carry the same instance at once (a modality retrying after a timeout);
         # they must not write the same .tmp file together. Striped locks keep unrelated UIDs parallel.
@@ -107,6 +110,13 @@ class Spool:
             # Never acknowledged to the modality (the answer comes after the rename), so it will be resent.
             partial.unlink(missing_ok=True)
             removed_partial += 1
+        # A crash while setting an instance aside: a half-written reason, or a reason written while the
+        # instance itself stayed queued (it is still sent, so it is not reported as set aside).
+        for reason in self.failed_dir.glob("*.tmp"):
+            reason.unlink(missing_ok=True)
+        for reason in self.failed_dir.glob(f"*{REASON_SUFFIX}"):
+            if not reason.with_suffix(SUFFIX).exists():
+                reason.unlink(missing_ok=True)
         spooled = {instance.sop_instance_uid: instance for instance in self.pending()}
         already = self.ledger.delivered_among(spooled)
         for uid in already:

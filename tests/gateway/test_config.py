@@ -197,3 +197,39 @@ def test_the_example_config_file_loads_as_shipped(tmp_path):
     settings = load_config(config_path=copy, environ={})
     assert settings.stow_url == "https://readroom.example/dicomweb/my-clinic/studies"
     assert settings.spool_dir == tmp_path / "spool" and settings.current_token() == TOKEN
+
+
+def test_files_that_are_not_utf8_are_named_not_a_traceback(tmp_path):
+    # given a config file saved in Latin-1 (a clinic name in a comment) and a token file that is not text
+    config = tmp_path / "gateway.toml"
+    config.write_bytes('# Clínica Norte\nplatform_url = "https://readroom.example"\n'.encode("latin-1"))
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff\xfe rr_token")
+    # when each is loaded, through the command line too
+    problems = _problems(config_path=config, environ={})
+    token_problems = _problems(config_path=None, environ={"READROOM_GATEWAY_API_TOKEN_FILE": str(token)})
+    result = run_gateway("serve", "--config", str(config), env=clean_environment())
+    # then the file and the byte are named, and nothing crashed
+    assert problems == [f"--config: {config} must be saved as UTF-8 (byte 4 is not UTF-8)"]
+    assert f"api_token_file: {token} is not a text file (byte 0 is not UTF-8)" in token_problems
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "must be saved as UTF-8" in result.stderr
+
+
+def test_calling_ae_titles_come_as_a_toml_list_or_a_comma_separated_variable(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text('calling_ae_titles = ["CT_ROOM1", "MR_ROOM2"]\nspool_dir = "spool"\n')
+    from_file = load_config(config_path=config, environ={}, command="status")
+    from_env = load_config(
+        config_path=config, environ={"READROOM_GATEWAY_CALLING_AE_TITLES": " US1, CT_ROOM1 ,"}, command="status"
+    )
+    assert from_file.calling_ae_titles == ("CT_ROOM1", "MR_ROOM2")
+    assert from_env.calling_ae_titles == ("US1", "CT_ROOM1")
+    problems = _problems(
+        config_path=None,
+        environ={"READROOM_GATEWAY_CALLING_AE_TITLES": "OK,THIS_TITLE_IS_TOO_LONG", "READROOM_GATEWAY_SPOOL_DIR": "s"},
+        command="status",
+    )
+    assert problems == [
+        "calling_ae_titles: each AE title must be 1 to 16 printable ASCII characters without a backslash, "
+        "got 'THIS_TITLE_IS_TOO_LONG' (from READROOM_GATEWAY_CALLING_AE_TITLES)"
+    ]

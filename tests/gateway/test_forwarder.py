@@ -1,8 +1,11 @@
 """The forwarder's decisions on the platform's answers, on a real spool: delivered, kept for later, or set aside."""
 
+import http.server
 import json
 import random
+import re
 import threading
+import time
 
 import pytest
 
@@ -144,3 +147,124 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_maximum():
         delays = [backoff_delay(attempt, base=1.0, maximum=60.0, rng=rng) for _ in range(200)]
         assert ceiling / 2 <= min(delays) and max(delays) <= ceiling
         assert max(delays) - min(delays) > ceiling / 4  # jittered, not in lock step
+
+
+def test_backoff_stays_at_the_maximum_however_long_the_outage():
+    # 1,025 failures in a row (13 hours at the 60 s maximum) once overflowed 2**(n-1) and ended the forwarder
+    rng = random.Random(2)
+    for attempt in (1024, 1025, 5000, 10**6):
+        assert 30.0 <= backoff_delay(attempt, base=1.0, maximum=60.0, rng=rng) <= 60.0
+
+
+class _Platform(http.server.BaseHTTPRequestHandler):
+    """Stands in for what lies in front of the platform: a proxy answering 5xx or 413 for some bodies.
+
+    Each spooled test instance is the bytes b"instance <uid>"; a body holding `failing` gets `status`,
+    any other is stored whole (a STOW-RS 200 naming every instance in it).
+    """
+
+    failing: bytes = b""
+    status = 500
+    bodies: list[bytes]
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.append(body)
+        if self.failing in body:
+            self.send_response(self.status)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>upstream trouble</html>")
+            return
+        uids = [uid.decode() for uid in re.findall(rb"instance ([0-9.]+)", body)]
+        answer = json.dumps(
+            {
+                "00081199": {
+                    "vr": "SQ",
+                    "Value": [
+                        {"00081150": {"vr": "UI", "Value": [CT]}, "00081155": {"vr": "UI", "Value": [uid]}}
+                        for uid in uids
+                    ],
+                }
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def platform():
+    handler = type("Handler", (_Platform,), {"bodies": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, handler
+    server.shutdown()
+    server.server_close()
+
+
+def _drain(forwarder, *, rounds: int = 60) -> None:
+    """Run the forwarder's loop by hand, waiting what it asks for (milliseconds with these settings)."""
+    for _ in range(rounds):
+        delay = forwarder.step()
+        if delay is None:
+            return
+        time.sleep(delay)
+
+
+def _forwarder_to(server, spool, **settings) -> Forwarder:
+    config = GatewayConfig(
+        platform_url=f"http://127.0.0.1:{server.server_address[1]}",
+        tenant_slug="clinic",
+        spool_dir=spool.root,
+        api_token="rr_test",
+        retry_backoff_base=0.001,
+        retry_backoff_max=0.005,
+        **settings,
+    )
+    return Forwarder(config, spool, stop=threading.Event(), wake=threading.Event(), rng=random.Random(3))
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_batch_that_keeps_failing_with_5xx_does_not_hold_back_the_queue(spool, platform, status):
+    # given six spooled instances, the oldest of which makes every request holding it fail with a 5xx
+    server, handler = platform
+    handler.failing, handler.status = b"instance 7.1", status
+    for uid in ("7.1", "7.2", "7.3", "7.4", "7.5", "7.6"):
+        spool.store(uid, f"instance {uid}".encode())
+        time.sleep(0.01)  # reception order is the spool's order
+    forwarder = _forwarder_to(server, spool, max_batch_instances=3)
+
+    # when the forwarder runs for a while
+    _drain(forwarder)
+
+    # then every other instance was delivered, the failing one is still spooled (not set aside: a 5xx may pass)
+    assert [instance.sop_instance_uid for instance in spool.pending()] == ["7.1"]
+    assert all(spool.ledger.is_delivered(uid) for uid in ("7.2", "7.3", "7.4", "7.5", "7.6"))
+    assert spool.failed() == []
+    # after its batch failed three times it went alone, and alone it keeps failing visibly
+    assert any(b"instance 7.1" in body and b"instance 7.2" not in body for body in handler.bodies)
+    assert spool.ledger.state()["last_error"] == f"HTTP {status} from the platform: <html>upstream trouble</html>"
+
+
+def test_a_proxys_413_for_one_instance_keeps_it_spooled_and_the_rest_flows(spool, platform):
+    # given a proxy in front of the platform that refuses one large instance with 413
+    server, handler = platform
+    handler.failing, handler.status = b"instance 8.2", 413
+    for uid in ("8.1", "8.2", "8.3"):
+        spool.store(uid, f"instance {uid}".encode())
+        time.sleep(0.01)
+    forwarder = _forwarder_to(server, spool)
+
+    _drain(forwarder)
+
+    # then the others are delivered and the refused one waits in the queue, not set aside for good
+    assert [instance.sop_instance_uid for instance in spool.pending()] == ["8.2"]
+    assert spool.failed() == []
+    assert "client_max_body_size" in spool.ledger.state()["last_error"]

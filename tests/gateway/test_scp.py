@@ -10,6 +10,8 @@ from pynetdicom import AE
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from saas.gateway import __main__ as gateway_main
+from saas.gateway.config import load_config
 from saas.gateway.scp import _identity_mismatch
 from saas.gateway.spool import Spool
 from saas.studies.synthetic import ct_series, dataset_bytes
@@ -150,3 +152,39 @@ def test_a_second_serve_on_the_same_spool_is_refused(gateway_env, make_gateway):
     with pytest.raises(AssertionError, match="serve exited with 2"):
         second.start()
     assert "is already served by pid" in second.log()
+
+
+def test_only_the_devices_named_in_calling_ae_titles_may_send(gateway_env, make_gateway):
+    # given a gateway that accepts two devices
+    gateway = make_gateway({**gateway_env, "READROOM_GATEWAY_CALLING_AE_TITLES": "CT_ROOM1,MR_ROOM2"}).start()
+    dataset = _dataset()
+    # when another device calls its AE title, then the association is rejected and nothing is spooled
+    stranger = AE(ae_title="TEST_SCU")
+    stranger.add_requested_context(CTImageStorage)
+    assoc = stranger.associate("127.0.0.1", gateway.port, ae_title=AE_TITLE)
+    assert assoc.is_rejected and gateway.incoming() == []
+    # and a named device stores as usual
+    known = AE(ae_title="MR_ROOM2")
+    known.add_requested_context(CTImageStorage)
+    assoc = known.associate("127.0.0.1", gateway.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(dataset).Status == 0x0000
+    finally:
+        assoc.release()
+    assert [path.name for path in gateway.incoming()] == [f"{dataset.SOPInstanceUID}.dcm"]
+
+
+def test_serve_exits_1_if_its_forwarder_stops(gateway_env, monkeypatch, caplog):
+    # given a forwarder that ends (a bug, or what overflowed its backoff before): receiving on would fill the
+    # spool with nothing leaving it, unseen
+    config = load_config(config_path=None, environ=gateway_env)
+    monkeypatch.setattr(gateway_main.Forwarder, "run", lambda self: None)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        # when serve runs, then it stops by itself with status 1 for the service manager to restart it
+        assert gateway_main.serve(config) == 1
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert "the forwarder stopped unexpectedly" in caplog.text

@@ -53,6 +53,18 @@ def test_recovery_removes_incomplete_receptions_and_files_already_delivered(spoo
     assert [instance.sop_instance_uid for instance in spool.pending()] == [f"{UID}.3"]
 
 
+def test_recovery_clears_what_a_crash_left_while_setting_an_instance_aside(spool):
+    # given a crash while writing a reason (.tmp), and one after the reason but before the instance moved
+    (spool.failed_dir / f"{UID}.4.reason.tmp").write_bytes(b"half a reason")
+    spool.store(f"{UID}.5", b"still queued")
+    (spool.failed_dir / f"{UID}.5.reason").write_text("refused\n")
+    # when the spool is recovered
+    spool.recover()
+    # then nothing half-written remains, and the still queued instance is not reported as set aside
+    assert sorted(path.name for path in spool.failed_dir.iterdir()) == []
+    assert spool.failed() == [] and [instance.sop_instance_uid for instance in spool.pending()] == [f"{UID}.5"]
+
+
 def test_delivery_is_recorded_in_the_ledger_and_survives_a_new_process(tmp_path):
     # given two instances, one delivered
     spool = Spool(tmp_path / "spool")

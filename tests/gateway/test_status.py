@@ -59,3 +59,15 @@ def test_status_reads_the_spool_while_serve_runs_and_the_platform_is_down(gatewa
         f"cannot reach the platform at {gateway_env['READROOM_GATEWAY_PLATFORM_URL']}"
     )
     assert report["forwarding"] == "retrying" and report["delivered_count"] == 0
+
+
+def test_status_of_a_spool_it_cannot_read_says_so_without_a_traceback(tmp_path):
+    # given a spool whose ledger is damaged (or belongs to a user this one cannot read as)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
+    env = {**clean_environment(), "READROOM_GATEWAY_SPOOL_DIR": str(tmp_path / "spool")}
+    # when status is asked for
+    result = run_gateway("status", env=env)
+    # then it exits 2 naming the spool and the reason
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"spool_dir: cannot read {tmp_path / 'spool'}: file is not a database" in result.stderr
