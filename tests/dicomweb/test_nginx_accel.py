@@ -50,6 +50,7 @@ class NginxPlatform:
     slug: str
     read_token: str
     other_token: str
+    write_token: str
     study_uid: str
     series_uid: str
     sop_uids: list[str]
@@ -64,18 +65,19 @@ def _clinic_with_ct():
     other, _ = tenant_create(slug=f"nginx-other-{uuid.uuid4().hex[:8]}", name="Other Clinic")
     _, read = api_token_create(tenant=tenant, name="nginx test", scopes=[TokenScope.STUDIES_READ])
     _, other_read = api_token_create(tenant=other, name="nginx test", scopes=[TokenScope.STUDIES_READ])
+    _, write = api_token_create(tenant=tenant, name="nginx test", scopes=[TokenScope.STUDIES_WRITE])
     datasets = ct_series(patient_id="NGINX-1", patient_name="Synthetic^Nginx", accession_number="NGX1", slices=3)
     for dataset in datasets:
         orthanc_store(tenant, dataset_bytes(dataset))
     index_orthanc(tenant)
-    return tenant, read, other_read, datasets
+    return tenant, read, other_read, write, datasets
 
 
 @pytest.fixture(scope="module")
 def nginx_platform(django_db_setup, django_db_blocker):
     secret = secrets.token_urlsafe(24)
     with django_db_blocker.unblock():
-        tenant, read, other_read, datasets = committed(_clinic_with_ct)
+        tenant, read, other_read, write, datasets = committed(_clinic_with_ct)
     environment = {"READROOM_DICOMWEB_ACCEL_REDIRECT": "/_orthanc", "READROOM_DICOMWEB_ACCEL_SECRET": secret}
     with (
         running_gunicorn(environment=environment, log_name="nginx-accel-gunicorn") as web_url,
@@ -89,6 +91,7 @@ def nginx_platform(django_db_setup, django_db_blocker):
             slug=tenant.slug,
             read_token=read,
             other_token=other_read,
+            write_token=write,
             study_uid=datasets[0].StudyInstanceUID,
             series_uid=datasets[0].SeriesInstanceUID,
             sop_uids=[dataset.SOPInstanceUID for dataset in datasets],
@@ -201,3 +204,34 @@ def test_metadata_behind_nginx_is_still_djangos_with_public_urls(nginx_platform)
     instances = response.json()
     assert len(instances) == 3
     assert "/dicom-web/" not in response.text and f"/dicomweb/{nginx_platform.slug}/" in response.text
+
+
+def test_stow_through_the_same_locations_takes_studies_larger_than_nginxs_default_body_limit(nginx_platform):
+    # given two 512 x 512 CT slices in one STOW-RS request (over nginx's 1 MB default client_max_body_size)
+    datasets = ct_series(
+        patient_id="NGINX-2", patient_name="Synthetic^Upload", accession_number="NGX2", slices=2, rows=512, columns=512
+    )
+    boundary = uuid.uuid4().hex
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + dataset_bytes(dataset) + b"\r\n"
+            for dataset in datasets
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    assert len(body) > 1024 * 1024
+    # when it is sent to nginx
+    response = requests.post(
+        f"{nginx_platform.url}/dicomweb/{nginx_platform.slug}/studies",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {nginx_platform.write_token}",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+        timeout=60,
+    )
+    # then both instances are stored, not refused by nginx with 413
+    assert response.status_code == 200, response.text[:300]
+    stored = [item["00081155"]["Value"][0] for item in response.json()["00081199"]["Value"]]
+    assert sorted(stored) == sorted(dataset.SOPInstanceUID for dataset in datasets)
