@@ -204,6 +204,15 @@ def test_an_image_claiming_zero_frames_is_refused() -> None:
     _assert_refused(result, RefusalKind.PIXEL_MISMATCH, "the image claims 0 frames")
 
 
+def test_the_ybr_422_size_reduction_applies_only_to_colour_images() -> None:
+    # given a one-sample image labelled YBR_FULL_422 whose pixel data is two thirds of its size
+    ds = _ct_datasets()[0]
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3 * 2]
+    result = validate_instance("short.dcm", dataset_bytes(ds))
+    _assert_refused(result, RefusalKind.PIXEL_MISMATCH, "the pixel data does not match the image size")
+
+
 def test_a_compressed_image_with_a_wrong_sized_offset_table_is_refused() -> None:
     # given an RLE image of one frame whose basic offset table claims 3 entries (checked before it is unpacked)
     ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
