@@ -198,6 +198,10 @@ class OrthancResponse:
     def iter_raw(self, chunk_bytes: int) -> Iterator[bytes]:
         while chunk := self._answer.read(chunk_bytes):
             yield chunk
+        if self._answer.length:
+            # http.client's read(amt) ends quietly when the connection closes before Content-Length
+            # (Orthanc killed mid-answer): a short body must never pass for the whole file.
+            raise http.client.IncompleteRead(b"", self._answer.length)
 
     def read(self) -> bytes:
         return self._answer.read()

@@ -481,6 +481,19 @@ def orthanc_sync(*, tenant: Tenant, on_archive, on_completed, max_batches: int =
                 tenant, "/changes", params=[("since", cursor.last_change), ("limit", CHANGES_PER_BATCH)]
             )
             changes = feed.get("Changes", [])
+            if not changes and int(feed.get("Last", cursor.last_change)) < cursor.last_change:
+                # Orthanc's change log numbers only grow: a last change below the cursor means its database was
+                # created anew (storage restored or reprovisioned). Read the new log from its start; indexing is
+                # idempotent by SOP Instance UID, so what the index already holds is not counted twice.
+                logger.error(
+                    "tenant %s: Orthanc's change log restarted (last %s, cursor %s); reading it from the start",
+                    tenant.pk,
+                    feed.get("Last"),
+                    cursor.last_change,
+                )
+                cursor.last_change = 0
+                cursor.save(update_fields=["last_change"])
+                continue
             indexed, completed = _changes_apply(
                 tenant=tenant, changes=changes, on_archive=on_archive, on_completed=on_completed
             )
@@ -624,36 +637,58 @@ def instances_awaiting_archive(*, older_than: datetime):
 
 
 def archive_object_sha256(*, tenant: Tenant, key: str) -> str:
+    hasher = hashlib.sha256()
     try:
         body = s3_client().get_object(Bucket=tenant.s3_bucket, Key=key)["Body"]
-    except (BotoCoreError, ClientError) as error:
+        for chunk in iter(lambda: body.read(1024 * 1024), b""):
+            hasher.update(chunk)
+    except (BotoCoreError, ClientError, OSError) as error:
+        # Reading the body can fail too (a timeout, a connection cut mid-object): one unreadable object is
+        # reported with the others, it does not end the check.
         raise ArchiveError(f"{key}: {error}") from error
-    hasher = hashlib.sha256()
-    for chunk in iter(lambda: body.read(1024 * 1024), b""):
-        hasher.update(chunk)
     return hasher.hexdigest()
 
 
 def study_evict(*, tenant: Tenant, study: Study) -> bool:
-    """Remove an archived study from the hot tier; its instances stay in S3."""
-    if study.status != StudyStatus.ARCHIVED or study.evicted_at is not None:
-        return False
+    """Remove an archived study from the hot tier; its instances stay in S3. Call in the tenant's context.
+
+    Under the study's row lock (the sync waits to reopen it), and only when Orthanc holds no more instances
+    than the index (a late arrival not yet synced would be lost with a whole-study delete): each archived
+    instance is deleted by its own Orthanc id, so one that arrives meanwhile stays in Orthanc to be synced.
+    """
+    with transaction.atomic():
+        study = Study.objects.select_for_update().filter(pk=study.pk).first()
+        if study is None or study.status != StudyStatus.ARCHIVED or study.evicted_at is not None:
+            return False
+        statistics = _orthanc_get(tenant, f"/studies/{study.orthanc_study_id}/statistics") or {}
+        if int(statistics.get("CountInstances", 0)) > study.instance_count:
+            logger.info("tenant %s: study %s not evicted: Orthanc holds instances not indexed yet", tenant.pk, study.pk)
+            return False
+        archived = Instance.objects.filter(study=study, archived_at__isnull=False).exclude(orthanc_instance_id="")
+        if archived.count() != study.instance_count:
+            return False
+        for orthanc_instance_id in archived.values_list("orthanc_instance_id", flat=True):
+            _orthanc_delete(tenant, f"/instances/{orthanc_instance_id}", what=f"study {study.pk}")
+        Study.objects.filter(pk=study.pk).update(evicted_at=timezone.now())
+        audit_record(
+            event_id=AuditEventId.STUDY_DELETED,
+            action=AuditAction.DELETE,
+            tenant_id=tenant.pk,
+            study_instance_uids=[study.study_instance_uid],
+            detail={"operation": "evict_to_archive", "instances": study.instance_count},
+        )
+    return True
+
+
+def _orthanc_delete(tenant: Tenant, path: str, *, what: str) -> None:
+    """DELETE in the tenant's Orthanc; what is already gone counts as deleted."""
     try:
-        orthanc_client(tenant).delete(f"/studies/{study.orthanc_study_id}").raise_for_status()
+        orthanc_client(tenant).delete(path).raise_for_status()
     except httpx.HTTPStatusError as error:
         if error.response.status_code != 404:
-            raise OrthancError(f"study {study.pk}: Orthanc refused the deletion: {error}") from error
+            raise OrthancError(f"{what}: Orthanc refused the deletion: {error}") from error
     except httpx.HTTPError as error:
-        raise OrthancError(f"study {study.pk}: Orthanc did not answer: {error}") from error
-    Study.objects.filter(pk=study.pk).update(evicted_at=timezone.now())
-    audit_record(
-        event_id=AuditEventId.STUDY_DELETED,
-        action=AuditAction.DELETE,
-        tenant_id=tenant.pk,
-        study_instance_uids=[study.study_instance_uid],
-        detail={"operation": "evict_to_archive", "instances": study.instance_count},
-    )
-    return True
+        raise OrthancError(f"{what}: Orthanc did not answer: {error}") from error
 
 
 def study_rehydrate(*, tenant: Tenant, study: Study) -> int:
@@ -664,7 +699,8 @@ def study_rehydrate(*, tenant: Tenant, study: Study) -> int:
         return 0
     client = s3_client()
     restored = 0
-    for instance in Instance.objects.filter(study=study).order_by("pk"):
+    # An instance not archived yet arrived after the eviction and is still in Orthanc (it has no S3 copy yet).
+    for instance in Instance.objects.filter(study=study, archived_at__isnull=False).order_by("pk"):
         try:
             data = client.get_object(Bucket=tenant.s3_bucket, Key=instance.s3_key)["Body"].read()
         except (BotoCoreError, ClientError) as error:

@@ -54,6 +54,27 @@ def test_evicted_study_leaves_orthanc_and_comes_back_from_s3_unchanged(clinic, a
         assert (study.evicted_at, study.version, study.status, instances.count()) == (None, 1, StudyStatus.ARCHIVED, 3)
 
 
+def test_a_study_whose_orthanc_holds_an_instance_not_indexed_yet_is_not_evicted(clinic, archived_study):
+    # given a late instance of the archived study that Orthanc acknowledged but the sync has not indexed yet
+    late = ct_series(
+        patient_id="TIER-1",
+        patient_name="Synthetic^Tier",
+        accession_number="ACC-T1",
+        slices=1,
+        study_instance_uid=archived_study.study_instance_uid,
+    )[0]
+    endpoint = orthanc_endpoint(clinic)
+    requests.post(f"{endpoint.http_url}/instances", data=dataset_bytes(late), auth=endpoint.auth, timeout=10)
+    # when archived studies are evicted
+    out = io.StringIO()
+    call_command("evict_archived", older_than=0, tenant=clinic.slug, stdout=out)
+    # then this one is left in Orthanc whole, late instance included, for the sync to index and archive
+    assert "evicted 0 studies" in out.getvalue()
+    assert len(_orthanc_instances(clinic)) == 4
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert Study.objects.get(pk=archived_study.pk).evicted_at is None
+
+
 def test_verify_archive_reports_an_object_whose_hash_differs(clinic, archived_study):
     with tenant_context(tenant_ids=[clinic.pk]):
         instance = Instance.objects.filter(study=archived_study).first()

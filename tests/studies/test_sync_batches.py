@@ -72,3 +72,16 @@ def test_a_feed_replayed_from_the_start_indexes_and_counts_nothing_twice(client,
     assert outcome.changes > 0 and outcome.indexed == 0
     assert before[0] == 5 and _counts(clinic, study_instance_uid) == before
     assert pipeline.archive_queue == queued
+
+
+def test_a_change_log_that_restarted_below_the_cursor_is_read_from_its_start(client, clinic, write_token, pipeline):
+    # given a cursor far past what Orthanc's change log holds (its database was created anew, e.g. restored)
+    study_instance_uid, chest, abdomen = _two_series_study()
+    with tenant_context(tenant_ids=[clinic.pk]):
+        SyncCursor.objects.update_or_create(tenant=clinic, defaults={"last_change": 10**9})
+    stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in chest + abdomen])
+    # when the feed is followed, then nothing Orthanc holds is skipped
+    pipeline.sync()
+    assert _counts(clinic, study_instance_uid)[0] == 5
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert SyncCursor.objects.get(tenant=clinic).last_change < 10**9

@@ -72,3 +72,14 @@ def test_an_interim_1xx_answer_is_skipped_as_the_standard_library_skips_it():
     stdlib.begin()
     assert (ours.status, ours.headers.items(), ours.read()) == (stdlib.status, stdlib.headers.items(), stdlib.read())
     assert ours.status == 200 and "X-Interim" not in ours.headers
+
+
+def test_a_body_cut_short_of_its_content_length_is_an_error_not_a_shorter_file():
+    # given Orthanc's answer announcing 100 bytes whose connection ends after 10 (Orthanc killed mid-answer)
+    cut = _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    whole = _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" + b"x" * 10)
+    # when it is read in chunks (archive, relay), then the short body raises instead of ending quietly
+    response = orthanc_http.OrthancResponse(pool=None, connection=None, answer=cut)
+    with pytest.raises(http.client.IncompleteRead):
+        b"".join(response.iter_raw(4))
+    assert b"".join(orthanc_http.OrthancResponse(pool=None, connection=None, answer=whole).iter_raw(4)) == b"x" * 10

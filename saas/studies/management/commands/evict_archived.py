@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from saas.audit.services import AuditWriteFailed
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Study
 from saas.studies.orthanc import OrthancError
@@ -33,14 +34,19 @@ class Command(BaseCommand):
         total, failures = 0, []
         for clinic in tenants:
             with tenant_context(tenant_ids=[clinic.pk]):
-                candidates = Study.objects.filter(
-                    tenant=clinic, status=StudyStatus.ARCHIVED, evicted_at__isnull=True, last_received_at__lt=cutoff
+                candidates = list(
+                    Study.objects.filter(
+                        tenant=clinic, status=StudyStatus.ARCHIVED, evicted_at__isnull=True, last_received_at__lt=cutoff
+                    )
                 )
-                for study in candidates:
-                    try:
+            for study in candidates:
+                # One transaction per study: what Orthanc deleted is recorded as evicted at once, whatever
+                # happens to the next study (or to this command).
+                try:
+                    with tenant_context(tenant_ids=[clinic.pk]):
                         total += study_evict(tenant=clinic, study=study)
-                    except OrthancError as error:
-                        failures.append(f"{clinic.slug}: study {study.pk}: {error}")
+                except (OrthancError, AuditWriteFailed) as error:
+                    failures.append(f"{clinic.slug}: study {study.pk}: {error}")
         self.stdout.write(f"evicted {total} studies")
         if failures:
             raise CommandError("\n".join(failures))
