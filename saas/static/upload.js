@@ -9,6 +9,9 @@ const CHUNK_BYTES = 8 * 1024 * 1024; // well under the server's 16 MiB per PUT, 
 const PARALLEL_FILES = 3; // enough to hide per-request latency without starving one big file of bandwidth
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
+// A server that has not answered for this long (dropped connections, 5xx) stops the upload with a message; the batch
+// stays open, so picking the same files again resumes it.
+const GIVE_UP_AFTER_MS = 10 * 60 * 1000;
 const CHUNK_TYPE = "application/offset+octet-stream";
 const POLL_MS = 1000; // one small GET a second shows "file N of M" moving without loading the server
 // Per tab: a reload can resume the same batch, another tab never picks up this one's files.
@@ -17,6 +20,23 @@ const STORAGE_KEY = "readroom.upload.v1";
 let current = null;
 
 class Retryable extends Error {}
+
+// Ends the whole upload at once (a session that ended, a server that stopped answering): every file would fail alike.
+class Stop extends Error {}
+
+async function stopUnlessAllowed(response) {
+  if (response.status === 401) {
+    throw new Stop("your session has ended. Sign in again, then pick the same files: the upload resumes where it stopped.");
+  }
+  if (response.status === 403) throw new Stop(await reasonOf(response));
+  if (response.status === 404) {
+    // A batch belongs to the clinic it was opened in: after a switch of clinic (another tab) it is not found here.
+    throw new Stop(
+      "this upload is not found in the clinic you are working in now (was the clinic switched in another tab?). " +
+        "Switch back to it and pick the same files: the upload resumes where it stopped.",
+    );
+  }
+}
 
 export function setup(root) {
   teardown();
@@ -125,7 +145,11 @@ async function walk(entry, found) {
 // Uploading -----------------------------------------------------------------------------------------------
 
 async function start(items) {
-  if (!current || current.busy || !items.length) return;
+  if (!current || !items.length) return;
+  if (current.busy) {
+    say("An upload is running: add these files once it has finished.");
+    return;
+  }
   const { view } = current;
   current.busy = true;
   setPickersDisabled(true);
@@ -134,7 +158,13 @@ async function start(items) {
   view.list.replaceChildren();
   const skippedHere = [];
   const uploads = [];
-  for (const { file, name } of items) {
+  const taken = new Set();
+  for (const { file, name: given } of items) {
+    // Loose files dropped from two folders may share a name (IM0001); the server knows a file by its name and size
+    // (a repeated declaration is a retry), so a second one gets a name of its own rather than the first one's upload.
+    let name = given;
+    for (let copy = 2; taken.has(name); copy++) name = `${given} (${copy})`;
+    taken.add(name);
     if (file.size === 0) {
       skippedHere.push({ file: name, reason: "empty file" }); // the server refuses empty files; nothing to send
       continue;
@@ -178,6 +208,7 @@ async function openBatch(uploads) {
     for (const upload of uploads) delete upload.fileId;
   }
   const response = await withRetry(() => api(current.view.api, { method: "POST", json: {} }));
+  await stopUnlessAllowed(response);
   if (!response.ok) throw new Error(await reasonOf(response));
   const { id } = await response.json();
   writeStored({ batchId: id, files: {} });
@@ -208,6 +239,7 @@ async function sendFile(batchId, upload, uploads) {
       api(`${current.view.api}${batchId}/files/`, { method: "POST", json: { name: upload.name, size: upload.file.size } }),
     );
     if (!response.ok) {
+      await stopUnlessAllowed(response);
       upload.refused = await reasonOf(response);
       rowStatus(upload, `Refused: ${upload.refused}`);
       return;
@@ -221,6 +253,7 @@ async function sendFile(batchId, upload, uploads) {
   }
   const url = fileUrl(batchId, upload.fileId);
   let attempt = 0;
+  let failingSince = null;
   while (upload.received < upload.file.size) {
     try {
       const end = Math.min(upload.received + CHUNK_BYTES, upload.file.size);
@@ -230,11 +263,13 @@ async function sendFile(batchId, upload, uploads) {
         body: upload.file.slice(upload.received, end),
       });
       if (response.status >= 500) throw new Retryable(`the server answered ${response.status}`);
+      await stopUnlessAllowed(response);
       const body = await response.json().catch(() => ({}));
       if (typeof body.received === "number" && (response.ok || response.status === 409)) {
         // A 409 carries where the server's copy really ends: continue from there, not from our guess.
         upload.received = body.received;
         attempt = 0;
+        failingSince = null;
         rowStatus(upload, "");
         showProgress(upload);
         updateOverall(uploads);
@@ -244,8 +279,10 @@ async function sendFile(batchId, upload, uploads) {
       rowStatus(upload, `Failed: ${upload.failed}`);
       return;
     } catch (error) {
-      if (error.name === "AbortError") throw error;
+      if (error.name === "AbortError" || error instanceof Stop) throw error;
       // A dropped connection (fetch rejects) or a 5xx: wait, then ask the server what it holds and resume there.
+      failingSince ??= Date.now();
+      if (Date.now() - failingSince > GIVE_UP_AFTER_MS) throw noAnswer();
       const delay = backoff(attempt++);
       rowStatus(upload, `Connection lost; retrying in ${Math.round(delay / 1000)} s`);
       await sleep(delay);
@@ -265,6 +302,7 @@ async function sendFile(batchId, upload, uploads) {
 async function finish(batchId) {
   // Finishing is idempotent on the server, so a lost answer is simply asked for again.
   const response = await withRetry(() => api(`${current.view.api}${batchId}/finish`, { method: "POST", json: {} }));
+  await stopUnlessAllowed(response);
   if (response.status !== 200 && response.status !== 202) throw new Error(await reasonOf(response));
   const stored = readStored();
   if (stored && stored.batchId === batchId) writeStored({ ...stored, finishing: true });
@@ -277,6 +315,7 @@ async function waitForSummary(state) {
     showProcessing(state);
     await sleep(POLL_MS);
     const response = await withRetry(() => api(state.status_url));
+    await stopUnlessAllowed(response);
     if (!response.ok) throw new Error(await reasonOf(response));
     state = await response.json();
   }
@@ -310,6 +349,7 @@ async function resumeFinishing(batchId) {
 }
 
 async function withRetry(request) {
+  const started = Date.now();
   for (let attempt = 0; ; attempt++) {
     try {
       const response = await request();
@@ -317,14 +357,28 @@ async function withRetry(request) {
     } catch (error) {
       if (error.name === "AbortError") throw error;
     }
+    if (Date.now() - started > GIVE_UP_AFTER_MS) throw noAnswer();
     await sleep(backoff(attempt));
   }
 }
 
+function noAnswer() {
+  const minutes = Math.round(GIVE_UP_AFTER_MS / 60000);
+  return new Stop(`the server has not answered for ${minutes} minutes. Pick the same files again later: the upload resumes where it stopped.`);
+}
+
 async function pool(items, size, worker) {
   let next = 0;
+  let stopped = false;
   const run = async () => {
-    while (next < items.length) await worker(items[next++]);
+    while (!stopped && next < items.length) {
+      try {
+        await worker(items[next++]);
+      } catch (error) {
+        stopped = true; // the other workers finish the file in hand and take no new one
+        throw error;
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(size, items.length) }, run));
 }
@@ -466,7 +520,9 @@ function showSummary(summary, local) {
   view.studies.hidden = summary.studies.length === 0;
   view.noStudies.hidden = summary.studies.length > 0;
   fillList(view.refused, view.refusedSection, [...local.refused, ...summary.refused]);
-  fillList(view.failed, view.failedSection, [...local.failed, ...summary.failed]);
+  // A file that failed mid-way is also in the server's summary ("upload incomplete"): list it once, with our reason.
+  const failedHere = new Set(local.failed.map((item) => item.file));
+  fillList(view.failed, view.failedSection, [...local.failed, ...summary.failed.filter((item) => !failedHere.has(item.file))]);
   fillList(view.skipped, view.skippedSection, [...local.skipped, ...summary.skipped]);
   const instances = summary.studies.reduce((sum, study) => sum + study.instances_accepted, 0);
   say(

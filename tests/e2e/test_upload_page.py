@@ -191,3 +191,43 @@ def test_a_reload_while_the_server_processes_the_batch_still_ends_in_its_summary
     page.reload()
     assert page.get_by_role("status").inner_text() == ""
     assert page_errors == []
+
+
+def test_two_loose_files_with_one_name_and_size_are_both_sent(page, page_errors, live_platform):
+    # given two slices of one series, both called IM1 on disk (dropped from two folders) and of the same size
+    first, second = _slices(2)
+    assert len(first) == len(second)
+    tenant = _sign_in_as_clinic_staff(page, live_platform)
+    page.goto("/upload/")
+    # when they are picked together
+    page.get_by_label("Choose files").set_input_files(
+        [
+            {"name": "IM1", "mimeType": "application/dicom", "buffer": first},
+            {"name": "IM1", "mimeType": "application/dicom", "buffer": second},
+        ]
+    )
+    # then each is uploaded as a file of its own (the second under a name of its own) and both are stored
+    page.locator("[data-upload-summary]").wait_for(state="visible", timeout=60_000)
+    assert page.get_by_label("IM1 (2)").evaluate("progress => progress.value === progress.max")
+    assert page.get_by_role("status").inner_text().startswith("Done: 2 images in 1 study stored.")
+    assert _orthanc_instance_count(tenant) == 2
+    assert page_errors == []
+
+
+def test_a_session_that_ended_stops_the_upload_with_words_a_person_can_act_on(page, page_errors, live_platform):
+    # given a clinic user on the upload page whose session then ends (signed out in another tab, or expired)
+    _sign_in_as_clinic_staff(page, live_platform)
+    page.goto("/upload/")
+    page.context.clear_cookies(name="sessionid")
+    # when files are picked
+    page.get_by_label("Choose files").set_input_files(
+        [
+            {"name": f"IM{index}", "mimeType": "application/dicom", "buffer": data}
+            for index, data in enumerate(_slices(2))
+        ]
+    )
+    # then the page says once that the session ended and how to go on, instead of failing every file
+    status = page.get_by_role("status")
+    status.filter(has_text="The upload stopped").wait_for(timeout=30_000)
+    assert "Sign in again, then pick the same files" in status.inner_text()
+    assert page_errors == []
