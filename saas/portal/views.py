@@ -54,10 +54,24 @@ def _date(value: str, field: str, errors: dict) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         errors[field] = "Use a date like 2026-01-31."
         return None
+    if parsed.year < 1900:
+        # Study dates are compared as DICOM DA text (YYYYMMDD): a year before 1000 has no such form.
+        errors[field] = "Use a date from 1900 on, like 2026-01-31."
+        return None
+    return parsed
+
+
+def _text(request, name: str, limit: int, errors: dict) -> str:
+    value = request.GET.get(name, "").strip()[:limit]
+    if "\x00" in value:
+        # PostgreSQL text cannot hold a NUL: no study could match it.
+        errors[name] = "Remove the NUL character from the search."
+        return ""
+    return value
 
 
 @login_required
@@ -74,11 +88,15 @@ def study_list(request):
     if status and status not in StudyStatus.values:
         errors["status"] = f"Unknown status; choose one of {', '.join(StudyStatus.values)}."
         status = ""
+    date_from = _date(request.GET.get("from", ""), "from", errors)
+    date_to = _date(request.GET.get("to", ""), "to", errors)
+    if date_from and date_to and date_from > date_to:
+        errors["to"] = "The end of the date range comes before its start."
     search = StudySearch(
-        text=request.GET.get("q", "").strip()[:100],
-        accession_number=request.GET.get("accession", "").strip()[:64],
-        date_from=_date(request.GET.get("from", ""), "from", errors),
-        date_to=_date(request.GET.get("to", ""), "to", errors),
+        text=_text(request, "q", 100, errors),
+        accession_number=_text(request, "accession", 64, errors),
+        date_from=date_from,
+        date_to=date_to,
         status=status,
         tenant_ids=visible_tenants,
     )

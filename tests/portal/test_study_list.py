@@ -75,6 +75,23 @@ def test_a_bad_date_is_refused_with_the_expected_format(client, two_clinics):
     assert "Use a date like 2026-01-31." in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"q": "Doe\x00"}, "Remove the NUL character from the search."),
+        ({"accession": "\x00"}, "Remove the NUL character from the search."),
+        ({"from": "2026-03-01", "to": "2026-02-01"}, "The end of the date range comes before its start."),
+        ({"to": "0999-12-31"}, "Use a date from 1900 on, like 2026-01-31."),
+    ],
+)
+def test_searches_no_study_can_match_are_a_400_that_says_why(client, two_clinics, query, message):
+    north, _ = two_clinics
+    client.force_login(person(role=Role.CLINIC_STAFF, tenant=north))
+    response = client.get("/studies/", query)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+
+
 def test_pages_of_25(client):
     clinic = tenant_row()
     for number in range(30):
