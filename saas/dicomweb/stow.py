@@ -7,12 +7,13 @@ import logging
 
 from django.conf import settings
 from django.http import JsonResponse
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, PermissionDenied
 from rest_framework.parsers import BaseParser
 
 from saas.dicomweb.multipart import MultipartError, PartTooLarge, iter_parts
 from saas.studies.enums import IngestPath
 from saas.studies.ingest import IngestBatch, ItemOutcome, ItemStatus
+from saas.studies.uploads import UPLOAD_ROLES
 from saas.studies.validation import AcceptedInstance, RefusalKind, ValidationLimits
 from tenants.access import access_tenant_patient_data
 from tenants.enums import TokenScope
@@ -86,6 +87,10 @@ def stow(request, *, slug: str, study_instance_uid: str | None = None) -> JsonRe
     """Store every valid part; one failure never stops the others."""
     actor = request.actor
     tenant = access_tenant_patient_data(actor, slug, scope=TokenScope.STUDIES_WRITE)
+    # As for browser uploads: a person stores studies into a clinic as its administrator or staff, never as a
+    # reader (a referring physician, a credentialed radiologist). Tokens carry the studies:write scope instead.
+    if actor.token is None and not actor.has_role(tenant.pk, *UPLOAD_ROLES):
+        raise PermissionDenied("Only clinic administrators and clinic staff may store studies.")
     boundary = _boundary(request.META.get("CONTENT_TYPE", ""))
     if request.META.get("CONTENT_LENGTH", "").isdigit():
         body = request._request

@@ -11,11 +11,11 @@ from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Study
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
-from tenants.enums import TokenScope
+from tenants.enums import Role, TokenScope
 from tenants.orthanc import orthanc_endpoint
 from tenants.provisioning.storage import s3_client
-from tests.factories import api_token
-from tests.studies.conftest import stow
+from tests.factories import api_token, person
+from tests.studies.conftest import multipart_related, stow
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
 
@@ -116,6 +116,24 @@ def test_a_read_only_token_cannot_store(client, clinic):
     response = stow(client, clinic.slug, raw, [dataset_bytes(_ct(slices=1)[0])])
     assert response.status_code == 403 and "studies:write" in response.json()["detail"]
     assert _orthanc_instance_count(clinic) == 0
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"), [(Role.CLINIC_STAFF, True), (Role.RADIOLOGIST, False), (Role.REFERRING_PHYSICIAN, False)]
+)
+def test_people_store_studies_as_clinic_staff_or_administrators_only(client, clinic, role, allowed):
+    # given a person of the clinic signed in in the browser: staff upload, readers only read
+    client.force_login(person(role=role, tenant=clinic))
+    body, content_type = multipart_related([dataset_bytes(_ct(slices=1)[0])])
+    # when they send a study by STOW-RS with their session
+    response = client.post(f"/dicomweb/{clinic.slug}/studies", data=body, content_type=content_type)
+    # then only clinic staff (and administrators) store it
+    if allowed:
+        assert response.status_code == 200, response.content
+        assert _orthanc_instance_count(clinic) == 1
+    else:
+        assert response.status_code == 403 and "clinic administrators and clinic staff" in response.json()["detail"]
+        assert _orthanc_instance_count(clinic) == 0
 
 
 def test_a_body_that_is_not_multipart_related_is_refused_with_the_reason(client, clinic, write_token):
