@@ -699,6 +699,7 @@ def stripe_up(state: dict) -> dict:
 # --- Django: migrations, tenants, web, Celery --------------------------------------------
 
 WEB_SERVICE = Service("web", marker="gunicorn", port=WEB_PORT)
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s"'
 WORKER_SERVICE = Service("worker", marker="celery")
 BEAT_SERVICE = Service("beat", marker="celery")
 # The CPU inference pool (inference_workers/, no Django): the same broker, its own queue.
@@ -768,6 +769,9 @@ def django_up(state: dict, local_env: dict[str, str], env_hash: str, web: bool) 
             str(VENV_BIN / "gunicorn"), "saas.config.wsgi:application",
             "--bind", f"{HOST}:{WEB_PORT}", "--workers", "2", "--threads", "4",
             "--access-logfile", "-", "--error-logfile", "-",
+            # Path without its query string and no Referer: a study search (?q=) or a QIDO-RS query carries
+            # patient names and IDs, and logs carry ids only.
+            "--access-logformat", ACCESS_LOG_FORMAT,
         ],
         # Three processes: a sync that follows a feed still arriving holds one, and archiving keeps two.
         WORKER_SERVICE: [

@@ -331,7 +331,9 @@ class LocalOrthancDriver:
                     close_fds=True,
                     # DCMTK (Orthanc's DICOM layer) reads TCP_NODELAY: without it Nagle's algorithm
                     # adds tens of milliseconds to every C-STORE round trip.
-                    env={**os.environ, "TCP_NODELAY": "1"},
+                    # Only what a process needs to run: never the platform's own secrets (database owner,
+                    # S3 keys, Django's key), which an Orthanc reachable on the clinic's DICOM port must not hold.
+                    env={**_process_environment(), "TCP_NODELAY": "1"},
                 )
             except OSError as error:
                 raise OrthancUnavailable(
@@ -428,3 +430,10 @@ class LocalOrthancDriver:
                 return False
             time.sleep(0.05)
         return True
+
+
+_PASSED_TO_ORTHANC = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
+
+
+def _process_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in _PASSED_TO_ORTHANC if name in os.environ}
