@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,20 @@ def test_a_radiologist_reads_a_ct_scrolls_and_windows_it(page, page_errors, live
     page.locator("[data-viewport]").hover()
     page.mouse.wheel(0, 120)
     page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im 3/{SLICES}'")
+    # and the overlay gives the slice's position along the axial normal, which changes from slice to slice
+    position = page.locator("[data-overlay=position]").inner_text()
+    assert re.fullmatch(r"Z -?\d+\.\d mm", position), position
+    # and a left drag with Ctrl held scrolls too
+    box = page.locator("[data-viewport]").first.bounding_box()
+    page.keyboard.down("Control")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 2 / 3, steps=10)
+    page.mouse.up()
+    page.keyboard.up("Control")
+    page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent !== 'Im 3/{SLICES}'")
+    assert page.locator("[data-overlay=position]").inner_text() != position
+    assert page.locator("[data-overlay=window-level]").inner_text() == "W 400 / L 40"  # the drag did not window
     page.keyboard.press("End")
     page.wait_for_function(f"document.querySelector('[data-overlay=slice]').textContent === 'Im {SLICES}/{SLICES}'")
     # and invert flips the grey

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from saas.studies.synthetic import ct_series, dataset_bytes
+from saas.studies.synthetic import cr_image, ct_series, dataset_bytes
 from tests.e2e.viewing import open_as_radiologist, screenshot, store_and_index
 
 pytestmark = [pytest.mark.e2e, pytest.mark.orthanc]
@@ -179,6 +179,10 @@ def test_layouts_drag_and_drop_and_cine(page, page_errors, live_platform):
         "document.querySelector(\"[data-cell='1'] [data-overlay=slice]\")?.textContent === 'Im 2/12'"
     )
     assert page.locator("[data-cell='0'] [data-overlay=slice]").inner_text() == "Im 1/12"
+    # and without a mouse, focusing the first viewport (Tab) makes it the active one again
+    page.locator("[data-viewport=main]").focus()
+    assert "active" in (page.locator("[data-cell='0']").get_attribute("class") or "")
+    assert page.locator("[data-viewport=main]").get_attribute("tabindex") == "0"
     screenshot(page, "viewer-layout-1x2.png")
 
     # when the 2x2 layout is chosen there are four viewports, each showing a series; back to 1x1 leaves one
@@ -205,4 +209,31 @@ def test_layouts_drag_and_drop_and_cine(page, page_errors, live_platform):
     held = page.locator("[data-overlay=slice]").inner_text()
     page.wait_for_timeout(600)
     assert page.locator("[data-overlay=slice]").inner_text() == held
+    assert page_errors == []
+
+
+def test_a_radiographs_measurements_last_the_session_too(page, page_errors, live_platform):
+    # given a chest radiograph (CR: no frame of reference, which CT measurements are filed under), open in the viewer
+    tenant, token = live_platform.tenant_with_token(prefix="e2e-cr-tools")
+    radiograph = cr_image(patient_id="E2E-CR-1", patient_name="Synthetic^Radiograph", accession_number="ACC-CR")
+    store_and_index(live_platform, tenant, token, [dataset_bytes(radiograph)])
+    _open(page, live_platform, tenant, radiograph.StudyInstanceUID)
+    box = page.locator("[data-viewport=main]").bounding_box()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # when a length is drawn
+    page.keyboard.press("l")
+    _drag(page, (centre[0] - 80, centre[1]), (centre[0] + 80, centre[1]))
+    page.wait_for_function(
+        "document.querySelector('[data-measurement=length]')?.textContent.includes('mm')", timeout=15_000
+    )
+    drawn = _settled_text(page, "[data-measurement=length]")
+    # then it is still there after a reload in the same tab, with the same value
+    page.reload()
+    page.wait_for_selector("[data-viewer][data-series-loaded=true]", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('[data-measurement=length]')?.textContent.includes('mm')", timeout=15_000
+    )
+    assert _number(r"Length ([\d.]+) mm", _settled_text(page, "[data-measurement=length]")) == pytest.approx(
+        _number(r"Length ([\d.]+) mm", drawn), rel=0.01
+    )
     assert page_errors == []

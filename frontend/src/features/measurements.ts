@@ -46,10 +46,11 @@ export function setupMeasurements(
   try {
     const saved = JSON.parse(sessionStorage.getItem(key) ?? "[]") as Annotation[];
     for (const item of saved) {
-      const frameOfReference = item.metadata?.FrameOfReferenceUID;
-      if (!frameOfReference) continue;
+      if (!item.metadata?.toolName || !item.metadata.referencedImageId) continue;
       item.invalidated = true;
-      annotation.state.addAnnotation(item, frameOfReference);
+      // A radiograph (CR, DX) has no frame of reference: Cornerstone files its measurements under none, and
+      // they are restored the same way (the manager then takes the annotation's own, undefined, key).
+      annotation.state.addAnnotation(item, item.metadata.FrameOfReferenceUID as string);
     }
   } catch (error) {
     // A damaged entry costs the notes, never the viewer.

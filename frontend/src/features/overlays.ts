@@ -1,6 +1,7 @@
 // Corner overlays: who and what (top), where in the stack and how it is displayed (bottom).
-import { Enums as csEnums } from "@cornerstonejs/core";
+import { Enums as csEnums, metaData } from "@cornerstonejs/core";
 import { type DicomJson, Tag, isoDate, personName, text } from "../lib/dicomJson";
+import { planePosition } from "../lib/imageIds";
 import { formatWindowLevel } from "../lib/presets";
 import type { StackHandle } from "./stackViewport";
 
@@ -53,8 +54,8 @@ export function setupOverlays(container: HTMLElement, stack: StackHandle) {
       series.textContent = `Se ${number} ${text(metadata, Tag.SeriesDescription)}`.trim();
     }
     slice.textContent = context.total ? `Im ${index + 1}/${context.total}` : "";
-    const ipp = viewport.getImageIds().length ? imagePosition(stack, index) : undefined;
-    position.textContent = ipp !== undefined ? `Z ${ipp.toFixed(1)} mm` : "";
+    const plane = imagePosition(stack, index);
+    position.textContent = plane ? `${plane.axis} ${plane.value.toFixed(1)} mm` : "";
     const wl = stack.windowLevel();
     windowLevel.textContent = wl ? formatWindowLevel(wl) : "";
     zoom.textContent = `Zoom ${Math.round(viewport.getZoom() * 100)}%`;
@@ -76,10 +77,14 @@ export function setupOverlays(container: HTMLElement, stack: StackHandle) {
   };
 }
 
-function imagePosition(stack: StackHandle, index: number): number | undefined {
+function imagePosition(stack: StackHandle, index: number): ReturnType<typeof planePosition> {
   const imageId = stack.viewport.getImageIds()[index];
-  const plane = imageId ? (stack.viewport.getImageData()?.origin ?? undefined) : undefined;
-  return plane ? plane[2] : undefined;
+  if (!imageId) return undefined;
+  const plane = metaData.get("imagePlaneModule", imageId) as
+    | { imagePositionPatient?: number[]; rowCosines?: number[]; columnCosines?: number[] }
+    | undefined;
+  if (!plane?.imagePositionPatient || !plane.rowCosines || !plane.columnCosines) return undefined;
+  return planePosition(plane.imagePositionPatient, [...plane.rowCosines, ...plane.columnCosines]);
 }
 
 export type OverlayHandle = ReturnType<typeof setupOverlays>;

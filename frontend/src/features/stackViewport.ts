@@ -56,7 +56,6 @@ export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElem
   element.addEventListener("contextmenu", preventContextMenu);
 
   let generation = 0;
-  let invert = false;
 
   async function showSeries(
     images: SeriesImage[],
@@ -69,9 +68,13 @@ export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElem
     const imageIds = images.map((image) => image.imageId);
     // The series is ordered superior first and a radiologist starts at the top, unless a finding names a slice.
     const start = Math.min(Math.max(startIndex, 0), imageIds.length - 1);
-    invert = false;
-    // 3. setStack loads and renders the first image; only then are the others fetched.
+    // 3. The first image is fetched on its own, so that a failure (a session that ended, a 404, a 503 while the
+    //    study is brought back from the archive) rejects here and is shown, instead of a silently black viewport:
+    //    setStack swallows load errors. setStack then finds it in the cache and draws it.
+    await imageLoader.loadAndCacheImage(imageIds[start]);
+    if (mine !== generation) return { loaded: Promise.resolve() };
     await viewport.setStack(imageIds, start);
+    if (mine !== generation) return { loaded: Promise.resolve() };
     viewport.render();
     const progress: LoadProgress = { loaded: 1, total: imageIds.length, failed: 0 };
     onProgress({ ...progress });
@@ -97,7 +100,6 @@ export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElem
   async function showImage(image: SeriesImage): Promise<void> {
     generation += 1;
     wadors.metaDataManager.add(image.imageId, image.metadata as never);
-    invert = false;
     // Loaded into Cornerstone's cache, where the series' stack finds it again without a second request.
     await viewport.setStack([image.imageId], 0);
     viewport.render();
@@ -128,12 +130,11 @@ export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElem
       viewport.render();
     },
     toggleInvert() {
-      invert = !invert;
-      viewport.setProperties({ invert });
+      // From what is shown, not a flag of our own: a MONOCHROME1 image (CR, DX, MG) is drawn inverted already.
+      viewport.setProperties({ invert: !viewport.getProperties().invert });
       viewport.render();
     },
     reset() {
-      invert = false;
       viewport.resetProperties();
       viewport.resetCamera();
       viewport.render();

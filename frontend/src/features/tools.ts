@@ -56,7 +56,13 @@ export function setupTools(): ToolsHandle {
       { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift },
     ],
   });
-  group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+  // Scrolling by dragging too (a trackpad, or a radiologist used to dragging through a stack): Ctrl + left drag.
+  group.setToolActive(StackScrollTool.toolName, {
+    bindings: [
+      { mouseButton: MouseBindings.Wheel },
+      { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Ctrl },
+    ],
+  });
 
   let current: PrimaryTool = "windowLevel";
   function setPrimary(tool: PrimaryTool): void {

@@ -65,9 +65,12 @@ export function setupViewportGrid(stage: HTMLElement, options: GridOptions) {
     // 2. Each cell is a stack viewport of the shared engine, bound to the shared tool group, with its overlays.
     const viewportId = `stack-${index + 1}`;
     const stack = setupStackViewport(engine, element, viewportId);
+    // Cornerstone's enableElement sets tabIndex to -1: a keyboard user tabs to a viewport to make it the active one.
+    element.tabIndex = 0;
     options.tools.addViewport(viewportId, ENGINE_ID);
     const cell: ViewportCell = { index, container, stack, overlays: setupOverlays(container, stack) };
     container.addEventListener("pointerdown", () => activate(cell), { capture: true });
+    element.addEventListener("focus", () => activate(cell));
     // 3. Drag and drop: only series from the panel are accepted.
     container.addEventListener("dragover", (event) => {
       if (!event.dataTransfer?.types.includes(SERIES_DRAG_TYPE)) return;

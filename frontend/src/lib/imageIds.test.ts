@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { DicomJson } from "./dicomJson";
-import { edgeInstances, loadOrder, seriesImages, slicePosition, sortInstances, wadoRoot } from "./imageIds";
+import { edgeInstances, loadOrder, planePosition, seriesImages, slicePosition, sortInstances, wadoRoot } from "./imageIds";
 
 function instance(sop: string, instanceNumber: number, z?: number, frames?: number): DicomJson {
   const data: DicomJson = {
@@ -79,5 +79,20 @@ describe("edgeInstances", () => {
     const series = [instance("9.1", 1, -100), instance("9.2", 2, -50), instance("9.3", 3, 0)];
     const [first] = sortInstances(edgeInstances(series));
     expect(first).toBe(sortInstances(series)[0]);
+  });
+});
+
+describe("planePosition", () => {
+  it("is the distance along the slice normal, named by the axis it is closest to", () => {
+    // axial: the normal is +Z, so the position is z
+    expect(planePosition([10, 20, -35.5], [1, 0, 0, 0, 1, 0])).toEqual({ axis: "Z", value: -35.5 });
+    // sagittal: rows along Y, columns along -Z; the normal is X, and slices differ in x while their z stays put
+    const first = planePosition([-20, -100, 100], [0, 1, 0, 0, 0, -1]);
+    const second = planePosition([-17.5, -100, 100], [0, 1, 0, 0, 0, -1]);
+    expect(first?.axis).toBe("X");
+    expect(Math.abs((second?.value ?? 0) - (first?.value ?? 0))).toBeCloseTo(2.5);
+    // coronal: the normal is Y
+    expect(planePosition([-100, 42, 100], [1, 0, 0, 0, 0, -1])?.axis).toBe("Y");
+    expect(planePosition([0, 0], [1, 0, 0, 0, 1, 0])).toBeUndefined();
   });
 });

@@ -22,12 +22,25 @@ export function frameImageId(root: string, studyUid: string, seriesUid: string, 
  * ImageOrientationPatient are present; used to order slices head to foot like a radiologist expects.
  */
 export function slicePosition(metadata: DicomJson): number | undefined {
-  const position = numbers(metadata, Tag.ImagePositionPatient);
-  const orientation = numbers(metadata, Tag.ImageOrientationPatient);
+  return planePosition(numbers(metadata, Tag.ImagePositionPatient), numbers(metadata, Tag.ImageOrientationPatient))
+    ?.value;
+}
+
+/**
+ * Where a slice lies along its plane's normal (mm), named by the patient axis that normal is closest to:
+ * Z for an axial slice, X for a sagittal one, Y for a coronal one (the origin's z alone would be the same
+ * number on every slice of a sagittal or coronal series).
+ */
+export function planePosition(
+  position: ArrayLike<number>,
+  orientation: ArrayLike<number>,
+): { axis: "X" | "Y" | "Z"; value: number } | undefined {
   if (position.length !== 3 || orientation.length !== 6) return undefined;
-  const [rx, ry, rz, cx, cy, cz] = orientation;
+  const [rx, ry, rz, cx, cy, cz] = Array.from(orientation);
   const normal = [ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx];
-  return position[0] * normal[0] + position[1] * normal[1] + position[2] * normal[2];
+  const value = position[0] * normal[0] + position[1] * normal[1] + position[2] * normal[2];
+  const dominant = normal.map(Math.abs).indexOf(Math.max(...normal.map(Math.abs)));
+  return { axis: (["X", "Y", "Z"] as const)[dominant], value };
 }
 
 /** Instances ordered by slice position (descending: superior first for axial CT), else by InstanceNumber. */

@@ -63,7 +63,7 @@ export const MOUSE_HELP: readonly [string, string][] = [
   ["Left drag", "Window / level, or the chosen measurement"],
   ["Right drag", "Zoom"],
   ["Middle drag or Shift + left drag", "Pan"],
-  ["Wheel", "Scroll through images"],
-  ["Click a viewport", "Make it the active one (keys and toolbar act on it)"],
+  ["Wheel, or Ctrl + left drag", "Scroll through images"],
+  ["Click a viewport, or Tab to it", "Make it the active one (keys and toolbar act on it)"],
   ["Drag a series onto a viewport", "Show that series there"],
 ];
