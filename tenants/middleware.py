@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils import timezone
@@ -39,9 +42,50 @@ def tenant_context_in_view(view):
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # Behind the load balancer REMOTE_ADDR is set from X-Forwarded-For by the proxy layer (gunicorn
-    # --forwarded-allow-ips), never trusted from the client here.
-    return request.META.get("REMOTE_ADDR") or None
+    """The address of the person or device at the other end: audited with each access, and the sign-in lockout key.
+
+    REMOTE_ADDR is the TCP peer (gunicorn never rewrites it from headers). Behind a proxy named in
+    READROOM_TRUSTED_PROXIES (nginx, the load balancer) the peer is that proxy, so X-Forwarded-For is read from
+    its right end, past each trusted proxy, to the first address no trusted proxy vouches for: what a client
+    writes into the header itself lies further left and is never taken. Also settings.AXES_CLIENT_IP_CALLABLE.
+    """
+    peer = request.META.get("REMOTE_ADDR") or None
+    trusted = _trusted_proxies()
+    if not trusted or peer is None or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _valid_ip(hop):
+            # A malformed entry: nothing to its left can be trusted either; the last proxy is what is known.
+            return peer
+        if not _within(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+@functools.cache
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _trusted_proxies() -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return _networks(tuple(settings.READROOM_TRUSTED_PROXIES))
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _actor_cacheable(request: HttpRequest) -> bool:

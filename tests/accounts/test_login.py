@@ -4,12 +4,14 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from saas.accounts.models import User
 from saas.audit.enums import AuditEventId, AuditOutcome
 from saas.audit.models import AuditEvent
 from tenants.context import tenant_context
 from tenants.enums import Role
+from tenants.middleware import client_ip
 from tenants.models import Membership, RadiologistCredential
 from tests.factories import PASSWORD, person, tenant_row
 
@@ -91,6 +93,48 @@ def test_repeated_failures_lock_the_account_and_raise_a_security_alert(client):
     assert "_auth_user_id" not in client.session
     alerts = _events(actor_username=user.username, event_id=AuditEventId.SECURITY_ALERT)
     assert len(alerts) >= 1
+
+
+@override_settings(READROOM_TRUSTED_PROXIES=["127.0.0.1", "10.0.0.0/8"])
+def test_behind_the_proxy_the_lockout_and_the_audit_log_see_each_clients_own_address(client):
+    # given a user whose password is guessed from one address, through nginx (the peer is the proxy, 127.0.0.1)
+    user = person(role=Role.CLINIC_STAFF, tenant=tenant_row())
+    through_nginx = {"REMOTE_ADDR": "127.0.0.1"}
+    for _ in range(5):
+        # A forged entry written by the attacker lies to the left of what nginx appended, and is not believed.
+        client.post(
+            "/login/",
+            {"username": user.username, "password": "guess"},
+            HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.66",
+            **through_nginx,
+        )
+    # when the user signs in from their own address, behind the same proxy and a load balancer
+    response = client.post(
+        "/login/",
+        {"username": user.username, "password": PASSWORD},
+        HTTP_X_FORWARDED_FOR="192.0.2.10, 10.1.2.3",
+        **through_nginx,
+    )
+    # then they are not locked out by the attacker's failures, and each attempt is audited with its own address
+    assert response.status_code == 302 and "_auth_user_id" in client.session
+    sign_ins = _events(actor_username=user.username, event_id=AuditEventId.USER_AUTHENTICATION)
+    assert {event.source_ip for event in sign_ins} == {"203.0.113.66", "192.0.2.10"}
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("127.0.0.1", "", "127.0.0.1"),  # a trusted proxy with nothing forwarded
+        ("198.51.100.9", "192.0.2.10", "198.51.100.9"),  # not a trusted proxy: its header is the client's word
+        ("127.0.0.1", "192.0.2.10, not-an-address", "127.0.0.1"),  # a damaged chain is not read past
+        ("127.0.0.1", "10.0.0.1, 10.0.0.2", "10.0.0.1"),  # trusted all the way: the first hop
+    ],
+)
+def test_the_client_address_believes_only_trusted_proxies(rf, peer, forwarded, expected):
+    request = rf.get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+    with override_settings(READROOM_TRUSTED_PROXIES=["127.0.0.1", "10.0.0.0/8"]):
+        assert client_ip(request) == expected
+    assert client_ip(request) == peer  # and with no trusted proxy configured, the peer whatever the header says
 
 
 def test_create_user_is_idempotent_and_grants_the_role():

@@ -1,9 +1,11 @@
 """Settings shared by every environment, read from the process environment."""
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from saas.studies.validation import ValidationLimits
 
@@ -122,6 +124,16 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_VERBOSE = False
+# The lockout counts per username and client address: the client's, also behind nginx (see client_ip).
+AXES_CLIENT_IP_CALLABLE = "tenants.middleware.client_ip"
+# Proxies (addresses or CIDR networks) whose X-Forwarded-For is believed: nginx or the load balancer in front of
+# gunicorn. Empty: the TCP peer is the client (direct access, development).
+READROOM_TRUSTED_PROXIES = env.list("READROOM_TRUSTED_PROXIES", default=[])
+for _proxy in READROOM_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"READROOM_TRUSTED_PROXIES: {_proxy!r} is not an address or network") from _error
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
