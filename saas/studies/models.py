@@ -119,6 +119,9 @@ class StudyCompletion(TenantScopedModel):
     version = models.PositiveIntegerField()
     completed_at = models.DateTimeField(default=timezone.now)
     instance_count = models.PositiveIntegerField()
+    # When the event was handed to the broker; until then the beat sweep hands it on again (an outbox: the row
+    # commits with the sync's batch, the sending follows the commit and can be lost with a killed worker).
+    announced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(TenantScopedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["study", "version"], name="completion_once_per_version")]

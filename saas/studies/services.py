@@ -49,6 +49,8 @@ ARCHIVE_READ_CHUNK_BYTES = 1024 * 1024
 # While changes keep coming the feed is read again after this pause rather than at beat's next tick;
 # the sync stops at the first read that finds nothing new.
 FEED_FOLLOW_INTERVAL_S = 0.5
+# At most this many completions handed on again per tenant and sweep.
+COMPLETION_SWEEP_LIMIT = 500
 
 
 class ArchiveError(RuntimeError):
@@ -181,11 +183,11 @@ def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str
 
 
 def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_class_uid: str, reason: str) -> None:
-    """An instance that reached Orthanc over C-STORE but is not accepted here is removed again."""
-    try:
-        orthanc_client(tenant).delete(f"/instances/{orthanc_instance_id}").raise_for_status()
-    except httpx.HTTPError as error:
-        raise OrthancError(f"could not remove refused instance {orthanc_instance_id}: {error}") from error
+    """An instance that reached Orthanc over C-STORE but is not accepted here is removed again.
+
+    Audited before the deletion (on its own connection, so it stays whatever follows): a worker killed between
+    the two leaves the removal to the replay of the feed, which audits it again, never a removal unaudited.
+    """
     audit_record(
         event_id=AuditEventId.STUDY_DELETED,
         action=AuditAction.DELETE,
@@ -193,6 +195,10 @@ def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_cla
         tenant_id=tenant.pk,
         detail={"reason": reason[:200], "sop_class_uid": sop_class_uid, "orthanc_id": orthanc_instance_id},
     )
+    try:
+        orthanc_client(tenant).delete(f"/instances/{orthanc_instance_id}").raise_for_status()
+    except httpx.HTTPError as error:
+        raise OrthancError(f"could not remove refused instance {orthanc_instance_id}: {error}") from error
 
 
 def _patient_upsert(*, tenant: Tenant, arrival: InstanceArrival) -> Patient:
@@ -402,6 +408,19 @@ def study_complete(*, tenant: Tenant, orthanc_study_id: str, on_completed) -> St
         transaction.on_commit(lambda: on_completed(study, completion))
     study_mark_archived_if_done(study=study)
     return study
+
+
+def completion_announced(*, completion: StudyCompletion) -> None:
+    StudyCompletion.objects.filter(pk=completion.pk, announced_at__isnull=True).update(announced_at=timezone.now())
+
+
+def completions_unannounced(*, older_than: datetime) -> list[StudyCompletion]:
+    """Completions whose event was never handed to the broker (a worker killed after the commit, a broker down)."""
+    return list(
+        StudyCompletion.objects.filter(announced_at__isnull=True, completed_at__lt=older_than)
+        .select_related("study")
+        .order_by("pk")[:COMPLETION_SWEEP_LIMIT]
+    )
 
 
 def study_mark_archived_if_done(*, study: Study) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -15,10 +16,20 @@ from django.utils import timezone
 from saas.config.celery import app
 from saas.studies.events import study_completed
 from saas.studies.orthanc import OrthancError
-from saas.studies.services import ArchiveError, instances_archive, instances_awaiting_archive, orthanc_sync
+from saas.studies.services import (
+    ArchiveError,
+    completion_announced,
+    completions_unannounced,
+    instances_archive,
+    instances_awaiting_archive,
+    orthanc_sync,
+)
+from tenants.context import tenant_context
 from tenants.models import Tenant
 from tenants.selectors import tenants_active
 from tenants.tasks import TenantTask
+
+logger = logging.getLogger(__name__)
 
 # One archive task per series and at most this many instances: few enough messages and transactions
 # for a 2,000-slice study, small enough that both worker processes share a study's uploads.
@@ -33,6 +44,8 @@ ARCHIVE_SWEEP_AGE = timedelta(seconds=30)
 # still waiting in a longer backlog may be queued twice, which costs little: archived instances are skipped.
 ARCHIVE_CLAIM_SECONDS = 45
 ARCHIVE_SWEEP_LIMIT = 5000
+# A completion is sent right after its commit; one still unsent this long after is handed on by the sweep.
+COMPLETION_ANNOUNCE_GRACE = timedelta(seconds=60)
 ARCHIVE_RETRY_BACKOFF_MAX = 60
 ARCHIVE_MAX_RETRIES = 10
 
@@ -109,6 +122,8 @@ def _on_indexed(instances) -> None:
 
 def _on_completed(study, completion) -> None:
     study_completed(tenant_id=study.tenant_id, study_id=study.pk, version=completion.version)
+    with tenant_context(tenant_ids=[study.tenant_id]):
+        completion_announced(completion=completion)
 
 
 @app.task(name="studies.sync_all", ignore_result=True)
@@ -156,6 +171,29 @@ def archive_instances(self, *, tenant_id: int, instance_ids: list[int]) -> None:
         _ArchiveClaims.extend(tenant_id, instance_ids, seconds=countdown + ARCHIVE_CLAIM_SECONDS)
         raise self.retry(exc=error, countdown=countdown) from error
     _ArchiveClaims.release(tenant_id, instance_ids)
+
+
+@app.task(name="studies.completion_sweep", ignore_result=True)
+def completion_sweep() -> None:
+    for tenant_id in tenants_active().values_list("pk", flat=True):
+        completion_sweep_tenant.delay(tenant_id=tenant_id)
+
+
+@app.task(base=TenantTask, name="studies.completion_sweep_tenant", ignore_result=True)
+def completion_sweep_tenant(*, tenant_id: int) -> None:
+    """Hand on again each study_completed event that a killed worker or a broker outage lost after its commit.
+
+    The tasks it starts are idempotent per study version (AI dispatch sends an input once per model version),
+    so an event sent twice (a worker killed between sending and marking) costs nothing.
+    """
+    for completion in completions_unannounced(older_than=timezone.now() - COMPLETION_ANNOUNCE_GRACE):
+        logger.warning(
+            "tenant %s: study_completed for study %s version %s was not sent; sending it now",
+            tenant_id,
+            completion.study_id,
+            completion.version,
+        )
+        _on_completed(completion.study, completion)
 
 
 @app.task(name="studies.archive_sweep", ignore_result=True)

@@ -1,10 +1,18 @@
 """The change feed indexed a batch at a time: counters from the rows, a replayed feed counts nothing twice."""
 
+import base64
+import json
+from datetime import timedelta
+
 import pytest
+import redis
+from django.conf import settings
+from django.utils import timezone
 from pydicom.uid import generate_uid
 
-from saas.studies.models import Instance, Series, Study, SyncCursor
+from saas.studies.models import Instance, Series, Study, StudyCompletion, SyncCursor
 from saas.studies.synthetic import ct_series, dataset_bytes
+from saas.studies.tasks import completion_sweep_tenant
 from tenants.context import tenant_context
 from tests.studies.conftest import stow
 
@@ -85,3 +93,43 @@ def test_a_change_log_that_restarted_below_the_cursor_is_read_from_its_start(cli
     assert _counts(clinic, study_instance_uid)[0] == 5
     with tenant_context(tenant_ids=[clinic.pk]):
         assert SyncCursor.objects.get(tenant=clinic).last_change < 10**9
+
+
+def test_a_completion_whose_event_was_lost_after_its_commit_is_sent_by_the_sweep(client, clinic, write_token, pipeline):
+    # given a completed study whose study_completed event never reached the broker (the worker was killed
+    # between the sync's commit and the sending): the pipeline here records completions without sending
+    series = ct_series(patient_id="OUT-1", patient_name="Synthetic^Outbox", accession_number="ACC-O1", slices=2)
+    stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in series])
+    pipeline.sync_until_completed(1)
+    with tenant_context(tenant_ids=[clinic.pk]):
+        completion = StudyCompletion.objects.get(study__study_instance_uid=series[0].StudyInstanceUID)
+    assert completion.announced_at is None
+    # when beat's sweep runs after the grace period
+    with tenant_context(tenant_ids=[clinic.pk]):
+        StudyCompletion.objects.filter(pk=completion.pk).update(completed_at=timezone.now() - timedelta(minutes=5))
+    completion_sweep_tenant.apply(kwargs={"tenant_id": clinic.pk}).get()
+    # then the event is on the broker for the study's version, and the completion is marked as sent, once
+    sent = _take_queued("ai.dispatch_study", study_id=completion.study_id)
+    assert [message["version"] for message in sent] == [completion.version]
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert StudyCompletion.objects.get(pk=completion.pk).announced_at is not None
+    completion_sweep_tenant.apply(kwargs={"tenant_id": clinic.pk}).get()
+    assert _take_queued("ai.dispatch_study", study_id=completion.study_id) == []
+
+
+def _take_queued(task: str, **match) -> list[dict]:
+    """Remove this task's queued messages whose keyword arguments match from the test broker; their kwargs."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    taken = []
+    try:
+        for raw in broker.lrange("django", 0, -1):
+            message = json.loads(raw)
+            if message["headers"]["task"] != task:
+                continue
+            _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            if all(kwargs.get(name) == value for name, value in match.items()):
+                broker.lrem("django", 1, raw)
+                taken.append(kwargs)
+    finally:
+        broker.close()
+    return taken

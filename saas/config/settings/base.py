@@ -236,6 +236,7 @@ CELERY_BEAT_SCHEDULE = {
     # Re-queues only what no archive task claims (saas.studies.tasks), so it may look often: a batch
     # lost with a killed worker is queued again at most ARCHIVE_CLAIM_SECONDS + 30 s after it died.
     "studies-archive-sweep": {"task": "studies.archive_sweep", "schedule": 30.0},
+    "studies-completion-sweep": {"task": "studies.completion_sweep", "schedule": 30.0},
 }
 
 # Limits on what clinics may send (per file, per request, per archive); see saas.studies.validation.
