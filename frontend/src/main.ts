@@ -112,7 +112,7 @@ async function start(root: HTMLElement): Promise<void> {
     },
     onDropSeries(cell, seriesUid) {
       const series = seriesByUid.get(seriesUid);
-      if (series) void showSeries(cell, series).catch(fail);
+      if (series) void showSeries(cell, series).catch((error) => failIn(cell, error));
     },
     onCellAdded(cell) {
       // A new cell shows the next series nobody shows yet, else the active one's, so a 2x2 compares at once.
@@ -120,7 +120,7 @@ async function start(root: HTMLElement): Promise<void> {
       const series =
         orderedSeries.find((candidate) => !shownUids.has(text(candidate, Tag.SeriesInstanceUID))) ??
         seriesByUid.get(grid.active().seriesUid ?? "");
-      if (series) void showSeries(cell, series).catch(fail);
+      if (series) void showSeries(cell, series).catch((error) => failIn(cell, error));
     },
     onCellRemoved(cell) {
       cine.stop(cell.stack.element);
@@ -298,7 +298,7 @@ async function start(root: HTMLElement): Promise<void> {
     });
     // A drawing in progress finishes before the stack is replaced, so the two never race on the viewport.
     const drawn = early ? await early : undefined;
-    if (cell.seriesUid !== seriesUid) return;
+    if (cell.seriesUid !== seriesUid || !grid.cells.includes(cell)) return;
     if (images.length === 0) {
       status.textContent = "This series has no images to show.";
       root.dataset.viewerState = "empty";
@@ -396,6 +396,11 @@ async function start(root: HTMLElement): Promise<void> {
     root.dataset.studyOpenMs = String(Math.round(performance.now() - started));
   } catch (error) {
     fail(error);
+  }
+
+  /** A load that fails in a viewport the layout no longer has (1x1 chosen while a 2x2 was loading) is no error. */
+  function failIn(cell: ViewportCell, error: unknown): void {
+    if (grid.cells.includes(cell)) fail(error);
   }
 
   function fail(error: unknown): void {
