@@ -68,12 +68,13 @@ export function setupStackViewport(engine: RenderingEngine, element: HTMLDivElem
     const imageIds = images.map((image) => image.imageId);
     // The series is ordered superior first and a radiologist starts at the top, unless a finding names a slice.
     const start = Math.min(Math.max(startIndex, 0), imageIds.length - 1);
-    // 3. The first image is fetched on its own, so that a failure (a session that ended, a 404, a 503 while the
-    //    study is brought back from the archive) rejects here and is shown, instead of a silently black viewport:
-    //    setStack swallows load errors. setStack then finds it in the cache and draws it.
-    await imageLoader.loadAndCacheImage(imageIds[start]);
-    if (mine !== generation) return { loaded: Promise.resolve() };
+    // 3. setStack loads and renders the first image; only then are the others fetched.
     await viewport.setStack(imageIds, start);
+    if (mine !== generation) return { loaded: Promise.resolve() };
+    //    setStack swallows a load error (a session that ended, a 404, a 503 while the study is brought back from
+    //    the archive), leaving a black viewport: asking the cache for that image again costs nothing when it
+    //    loaded, and otherwise rejects here, so the viewer shows the failure.
+    await imageLoader.loadAndCacheImage(imageIds[start]);
     if (mine !== generation) return { loaded: Promise.resolve() };
     viewport.render();
     const progress: LoadProgress = { loaded: 1, total: imageIds.length, failed: 0 };
