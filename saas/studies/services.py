@@ -686,16 +686,24 @@ def study_evict(*, tenant: Tenant, study: Study) -> bool:
         archived = Instance.objects.filter(study=study, archived_at__isnull=False).exclude(orthanc_instance_id="")
         if archived.count() != study.instance_count:
             return False
-        for orthanc_instance_id in archived.values_list("orthanc_instance_id", flat=True):
-            _orthanc_delete(tenant, f"/instances/{orthanc_instance_id}", what=f"study {study.pk}")
+        failure = None
+        try:
+            for orthanc_instance_id in archived.values_list("orthanc_instance_id", flat=True):
+                _orthanc_delete(tenant, f"/instances/{orthanc_instance_id}", what=f"study {study.pk}")
+        except OrthancError as error:
+            # Some instances may be gone already: marked evicted all the same, so that a reader brings the study
+            # back from S3 (what Orthanc still holds is stored again as already there) instead of a 404.
+            failure = error
         Study.objects.filter(pk=study.pk).update(evicted_at=timezone.now())
         audit_record(
             event_id=AuditEventId.STUDY_DELETED,
             action=AuditAction.DELETE,
             tenant_id=tenant.pk,
             study_instance_uids=[study.study_instance_uid],
-            detail={"operation": "evict_to_archive", "instances": study.instance_count},
+            detail={"operation": "evict_to_archive", "instances": study.instance_count, "complete": failure is None},
         )
+    if failure is not None:
+        raise failure
     return True
 
 

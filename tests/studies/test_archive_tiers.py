@@ -4,14 +4,14 @@ import io
 
 import pytest
 import requests
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Study
 from saas.studies.services import study_rehydrate
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.context import tenant_context
-from tenants.orthanc import orthanc_endpoint
+from tenants.orthanc import orthanc_driver, orthanc_endpoint, orthanc_spec
 from tenants.provisioning.storage import s3_client
 from tests.studies.conftest import stow
 
@@ -73,6 +73,22 @@ def test_a_study_whose_orthanc_holds_an_instance_not_indexed_yet_is_not_evicted(
     assert len(_orthanc_instances(clinic)) == 4
     with tenant_context(tenant_ids=[clinic.pk]):
         assert Study.objects.get(pk=archived_study.pk).evicted_at is None
+
+
+def test_an_eviction_while_orthanc_is_down_fails_by_name_and_leaves_the_study_as_it_was(clinic, archived_study):
+    # given the clinic's Orthanc stopped while its archived studies are evicted
+    driver, spec = orthanc_driver(), orthanc_spec(clinic)
+    driver.stop(clinic.slug)
+    try:
+        # when eviction runs, then it fails loudly naming the study
+        with pytest.raises(CommandError, match=f"study {archived_study.pk}"):
+            call_command("evict_archived", older_than=0, tenant=clinic.slug, stdout=io.StringIO())
+    finally:
+        driver.ensure_running(spec)
+    # and nothing was taken out: the study is still online and whole in Orthanc
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert Study.objects.get(pk=archived_study.pk).evicted_at is None
+    assert len(_orthanc_instances(clinic)) == 3
 
 
 def test_verify_archive_reports_an_object_whose_hash_differs(clinic, archived_study):
