@@ -120,6 +120,12 @@ def _on_indexed(instances) -> None:
         _archive_enqueue(tenant_id, instance_ids)
 
 
+def _for_each_active_tenant(task) -> None:
+    """Beat's fan-out: one message of `task` per active tenant."""
+    for tenant_id in tenants_active().values_list("pk", flat=True):
+        task.delay(tenant_id=tenant_id)
+
+
 def _on_completed(study, completion) -> None:
     study_completed(tenant_id=study.tenant_id, study_id=study.pk, version=completion.version)
     with tenant_context(tenant_ids=[study.tenant_id]):
@@ -129,8 +135,7 @@ def _on_completed(study, completion) -> None:
 @app.task(name="studies.sync_all", ignore_result=True)
 def sync_all() -> None:
     """Beat: one sync per active tenant (a tenant already being synced is skipped by its lock)."""
-    for tenant_id in tenants_active().values_list("pk", flat=True):
-        sync_tenant.delay(tenant_id=tenant_id)
+    _for_each_active_tenant(sync_tenant)
 
 
 @app.task(
@@ -175,8 +180,7 @@ def archive_instances(self, *, tenant_id: int, instance_ids: list[int]) -> None:
 
 @app.task(name="studies.completion_sweep", ignore_result=True)
 def completion_sweep() -> None:
-    for tenant_id in tenants_active().values_list("pk", flat=True):
-        completion_sweep_tenant.delay(tenant_id=tenant_id)
+    _for_each_active_tenant(completion_sweep_tenant)
 
 
 @app.task(base=TenantTask, name="studies.completion_sweep_tenant", ignore_result=True)
@@ -198,8 +202,7 @@ def completion_sweep_tenant(*, tenant_id: int) -> None:
 
 @app.task(name="studies.archive_sweep", ignore_result=True)
 def archive_sweep() -> None:
-    for tenant_id in tenants_active().values_list("pk", flat=True):
-        archive_sweep_tenant.delay(tenant_id=tenant_id)
+    _for_each_active_tenant(archive_sweep_tenant)
 
 
 @app.task(base=TenantTask, name="studies.archive_sweep_tenant", ignore_result=True)

@@ -2,6 +2,7 @@
 
 import http.server
 import json
+import os
 import random
 import re
 import threading
@@ -209,6 +210,12 @@ def platform():
     server.server_close()
 
 
+def _received(spool, uid: str, order: int) -> None:
+    """Spool an instance as received `order` seconds after the first (reception order is the spool's order)."""
+    path = spool.store(uid, f"instance {uid}".encode())
+    os.utime(path, (1_000_000 + order, 1_000_000 + order))
+
+
 def _drain(forwarder, *, rounds: int = 60) -> None:
     """Run the forwarder's loop by hand, waiting what it asks for (milliseconds with these settings)."""
     for _ in range(rounds):
@@ -236,9 +243,8 @@ def test_a_batch_that_keeps_failing_with_5xx_does_not_hold_back_the_queue(spool,
     # given six spooled instances, the oldest of which makes every request holding it fail with a 5xx
     server, handler = platform
     handler.failing, handler.status = b"instance 7.1", status
-    for uid in ("7.1", "7.2", "7.3", "7.4", "7.5", "7.6"):
-        spool.store(uid, f"instance {uid}".encode())
-        time.sleep(0.01)  # reception order is the spool's order
+    for order, uid in enumerate(("7.1", "7.2", "7.3", "7.4", "7.5", "7.6")):
+        _received(spool, uid, order)
     forwarder = _forwarder_to(server, spool, max_batch_instances=3)
 
     # when the forwarder runs for a while
@@ -257,9 +263,8 @@ def test_a_proxys_413_for_one_instance_keeps_it_spooled_and_the_rest_flows(spool
     # given a proxy in front of the platform that refuses one large instance with 413
     server, handler = platform
     handler.failing, handler.status = b"instance 8.2", 413
-    for uid in ("8.1", "8.2", "8.3"):
-        spool.store(uid, f"instance {uid}".encode())
-        time.sleep(0.01)
+    for order, uid in enumerate(("8.1", "8.2", "8.3")):
+        _received(spool, uid, order)
     forwarder = _forwarder_to(server, spool)
 
     _drain(forwarder)
