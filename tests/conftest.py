@@ -209,10 +209,10 @@ class RunningNginx:
 
 
 @contextlib.contextmanager
-def running_nginx(server: str, *, upstream: str):
-    """Debian's nginx on a free loopback port, with the locations ``server`` inside its server block
-    and ``readroom_web`` naming ``upstream`` (host:port). Its access log lists each request's URI and the upstream
-    addresses it reached, in order."""
+def running_nginx(server: str, *, upstream: str, http: str = ""):
+    """Debian's nginx on a free loopback port, with the locations ``server`` inside its server block, ``http``
+    (maps, more upstreams) in its http block and ``readroom_web`` naming ``upstream`` (host:port). Its access log
+    lists each request's URI, the upstream addresses it reached, in order, its status and its body's length."""
     import os
     import subprocess
 
@@ -233,9 +233,9 @@ def running_nginx(server: str, *, upstream: str):
         "events { worker_connections 256; }\n"
         "http {\n"
         "    include /etc/nginx/mime.types;\n"
-        "    log_format upstreams '$request_uri $upstream_addr';\n"
+        "    log_format upstreams '$request_uri $upstream_addr | $status $content_length';\n"
         f"    access_log {work}/access.log upstreams;\n{temp_paths}"
-        f"    upstream readroom_web {{ server {upstream}; }}\n"
+        f"    upstream readroom_web {{ server {upstream}; }}\n{http}\n"
         f"    server {{\n        listen 127.0.0.1:{port};\n{server}\n    }}\n}}\n"
     )
     checked = subprocess.run([nginx, "-t", "-p", str(work), "-c", str(config)], capture_output=True, text=True)

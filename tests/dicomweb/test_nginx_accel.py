@@ -112,7 +112,8 @@ def _upstreams(platform: NginxPlatform, path: str) -> list[str]:
         return [line for line in platform.access_log.read_text().splitlines() if line.startswith(path + " ")]
 
     lines = wait_for(logged, timeout=5, interval=0.05, what=f"nginx to log the request to {path}")
-    return [address.strip() for address in lines[-1].removeprefix(path + " ").split(" : ")]
+    addresses = lines[-1].removeprefix(path + " ").rpartition(" | ")[0]
+    return [address.strip() for address in addresses.split(" : ")]
 
 
 def _only_part(response: requests.Response) -> bytes:
