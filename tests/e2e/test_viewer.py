@@ -10,6 +10,7 @@ from django.conf import settings
 
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.enums import Role
+from tenants.orthanc import orthanc_driver
 from tests.conftest import committed
 from tests.e2e.viewing import canvas_pixel, open_as_radiologist, screenshot, sign_in, store_and_index
 from tests.factories import person
@@ -152,13 +153,23 @@ def test_a_clinic_user_of_another_tenant_gets_the_not_found_page(page, page_erro
 
 @pytest.mark.parametrize("render", ["", "?render=gpu"], ids=["chosen", "webgl"])
 def test_images_that_cannot_be_loaded_are_an_error_shown_not_a_black_viewport(page, page_errors, live_platform, render):
-    # given a CT whose frames the platform cannot serve just now (503: e.g. while it is brought back from S3)
+    # given a CT whose frames the platform cannot serve: its clinic's Orthanc stops once the viewer has the
+    # study's metadata and asks for the first frame, so the platform's real answer to every frame is a 503
     tenant, study_uid = _clinic_with_ct(live_platform, "e2e-viewer-503")
-    page.route(
-        "**/frames/**", lambda route: route.fulfill(status=503, content_type="application/json", body='{"detail": "x"}')
-    )
+    frame_answers: list[int] = []
+
+    def stop_orthanc_then_pass_on(route) -> None:
+        if not frame_answers:
+            orthanc_driver().stop(tenant.slug)
+        # The platform's own answer, passed on as it came (and noted, to check what the viewer was given).
+        answer = route.fetch()
+        frame_answers.append(answer.status)
+        route.fulfill(response=answer)
+
+    page.route("**/frames/**", stop_orthanc_then_pass_on)
     # when the radiologist opens it
     open_as_radiologist(page, live_platform, tenant, study_uid, render)
     # then the viewer says the study could not be loaded, instead of showing a black image as "ready"
     page.wait_for_selector("[data-viewer][data-viewer-state=error]", timeout=60_000)
     assert "could not be loaded" in page.locator("[data-viewer] [role=status]").first.inner_text()
+    assert frame_answers and set(frame_answers) == {503}
