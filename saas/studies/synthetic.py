@@ -751,6 +751,26 @@ def _fibonacci_sphere(count: int) -> np.ndarray:
 _SPHERE_PROBES = np.concatenate([np.zeros((1, 3)), 0.5 * _fibonacci_sphere(48), _fibonacci_sphere(256)])
 
 
+def _covers_a_voxel(
+    center: tuple[float, float, float],
+    radius: float,
+    *,
+    slices: int,
+    slice_thickness: float,
+    pixel_spacing: tuple[float, float],
+) -> bool:
+    """Whether a sphere reaches at least one voxel centre, so that a lesion reported is a lesion drawn.
+
+    The slice nearest its centre cuts it in a disc; a disc at least half a pixel's diagonal across holds a
+    pixel centre wherever it lies on the grid.
+    """
+    nearest = min(max(round(center[2] / slice_thickness), -(slices // 2)), slices - 1 - slices // 2)
+    depth = abs(nearest * slice_thickness - center[2])
+    if depth >= radius:
+        return False
+    return (radius**2 - depth**2) ** 0.5 >= float(np.hypot(*pixel_spacing)) / 2
+
+
 def random_lesions(
     *,
     count: int,
@@ -791,6 +811,10 @@ def random_lesions(
             round(float(rng.uniform(-semi_axis_y, semi_axis_y)), 1),
             round(float(rng.uniform(first_z, last_z)), 1),
         )
+        if not _covers_a_voxel(
+            center, diameter / 2, slices=slices, slice_thickness=slice_thickness, pixel_spacing=pixel_spacing
+        ):
+            continue
         probes = np.asarray(center) + _SPHERE_PROBES * (diameter / 2)
         labels = _tissue_labels(probes[:, 0], probes[:, 1], probes[:, 2], semi_axes=semi_axes, organs=True)
         if not np.isin(labels, _LESION_TISSUES).all():

@@ -132,6 +132,35 @@ def test_ct_lesions_are_bright_spheres_at_the_reported_centres(tmp_path: Path) -
         assert mean >= SOFT_TISSUE_HU + 30, (lesion, mean)
 
 
+def test_every_reported_lesion_is_drawn_even_with_thick_slices_and_a_small_matrix(tmp_path: Path) -> None:
+    # when ten lesions are asked for in ten 20 mm slices of 128 x 128 (spheres may fall between two slices)
+    report = _make(
+        tmp_path / "ct", "--modality", "CT", "--slices", "10", "--slice-thickness", "20", "--lesions", "10",
+        "--seed", "4", "--rows", "128", "--columns", "128",
+    )  # fmt: skip
+    series = _read_series(report)
+    # then each reported sphere holds at least one voxel centre of the written series
+    zs = np.array([float(ds.ImagePositionPatient[2]) for ds in series])
+    spacing = float(series[0].PixelSpacing[0])
+    x0, y0 = float(series[0].ImagePositionPatient[0]), float(series[0].ImagePositionPatient[1])
+    xs, ys = x0 + spacing * np.arange(128), y0 + spacing * np.arange(128)
+    assert len(report["lesions"]) == 10
+    for lesion in report["lesions"]:
+        (cx, cy, cz), radius = lesion["center_mm"], lesion["diameter_mm"] / 2
+        inside = (
+            (xs[None, None, :] - cx) ** 2 + (ys[None, :, None] - cy) ** 2 + (zs[:, None, None] - cz) ** 2
+        ) < radius**2
+        assert inside.any(), lesion
+
+
+def test_a_slice_thickness_is_written_drawn_and_reported_as_one_value(tmp_path: Path) -> None:
+    report = _make(tmp_path / "ct", "--modality", "CT", "--slices", "3", "--slice-thickness", "0.33333", "--seed", "1")
+    series = _read_series(report)
+    assert report["slice_thickness_mm"] == 0.3333
+    assert {str(ds.SliceThickness) for ds in series} == {"0.3333"}
+    assert [float(ds.ImagePositionPatient[2]) for ds in series] == [-0.3333, 0.0, 0.3333]
+
+
 def test_the_same_seed_gives_the_same_lesions_and_pixels_but_new_uids(tmp_path: Path) -> None:
     # when the same small CT is made twice with one seed
     arguments = ("--modality", "CT", "--slices", "6", "--rows", "64", "--columns", "64", "--lesions", "2")
@@ -224,7 +253,8 @@ def test_out_directory_is_refused_when_not_empty_and_reused_with_force(tmp_path:
     [
         (("--modality", "CT", "--slices", "0"), "--slices must be between 1 and 2000, not 0."),
         (("--modality", "MR", "--slices", "2001"), "--slices must be between 1 and 2000, not 2001."),
-        (("--modality", "CT", "--slice-thickness", "0"), "--slice-thickness must be more than 0"),
+        (("--modality", "CT", "--slice-thickness", "0"), "--slice-thickness must be between 0.1 and 50 mm, not 0."),
+        (("--modality", "CT", "--slice-thickness", "0.00001"), "--slice-thickness must be between 0.1 and 50 mm"),
         (("--modality", "CT", "--lesions", "-1"), "--lesions must be between 0 and 50 for CT, not -1."),
         (("--modality", "CR", "--lesions", "2"), "--lesions for CR is 0 or 1 (one pulmonary nodule), not 2."),
         (("--modality", "DX", "--slices", "3"), "--slices applies to CT and MR only"),

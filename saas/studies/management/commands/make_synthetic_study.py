@@ -30,6 +30,7 @@ DEFAULT_MATRIX = {"CT": 512, "MR": 512, "CR": 1024, "DX": 1024}
 FIELD_OF_VIEW_MM = {"CT": 358.4, "MR": 358.4, "CR": 409.6, "DX": 409.6}
 MATRIX_RANGE = {"CT": (8, 2048), "MR": (8, 2048), "CR": (16, 4096), "DX": (16, 4096)}
 DEFAULT_SLICE_THICKNESS_MM = {"CT": 2.5, "MR": 5.0}
+MIN_SLICE_THICKNESS_MM = 0.1
 MAX_SLICE_THICKNESS_MM = 50.0
 STUDY_DESCRIPTION = {"CT": "CT ABDOMEN", "MR": "MR ABDOMEN", "CR": "XR CHEST PA", "DX": "XR CHEST PA"}
 # Stored-value increase of an MR bright focus; CT lesions use random_lesions' default of 40-120 HU.
@@ -99,11 +100,15 @@ class Command(BaseCommand):
         if volume and not 1 <= slices <= MAX_SLICES:
             raise CommandError(f"--slices must be between 1 and {MAX_SLICES}, not {slices}.")
         slice_thickness = DEFAULT_SLICE_THICKNESS_MM.get(modality) if slice_thickness is None else slice_thickness
-        if volume and not 0 < slice_thickness <= MAX_SLICE_THICKNESS_MM:
+        if volume and not MIN_SLICE_THICKNESS_MM <= slice_thickness <= MAX_SLICE_THICKNESS_MM:
             raise CommandError(
-                f"--slice-thickness must be more than 0 and at most {MAX_SLICE_THICKNESS_MM:g} mm, "
+                f"--slice-thickness must be between {MIN_SLICE_THICKNESS_MM:g} and {MAX_SLICE_THICKNESS_MM:g} mm, "
                 f"not {slice_thickness:g}."
             )
+        if volume:
+            # Rounded as SliceThickness and the positions are written, so the files, the drawn volume and the
+            # report agree exactly (0.33333 would otherwise be drawn at one spacing and written at another).
+            slice_thickness = round(slice_thickness, 4)
         if volume and not 0 <= lesions <= MAX_LESIONS:
             raise CommandError(f"--lesions must be between 0 and {MAX_LESIONS} for {modality}, not {lesions}.")
         if not volume and lesions not in (0, 1):
