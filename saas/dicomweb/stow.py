@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # DICOM PS3.18 / PS3.4 failure reasons.
 PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -30,6 +31,7 @@ STUDY_UID_MISMATCH = 0xC122
 _FAILURE_BY_KIND = {
     RefusalKind.SOP_CLASS_NOT_ALLOWED: SOP_CLASS_NOT_SUPPORTED,
     RefusalKind.PIXEL_MISMATCH: DATASET_DOES_NOT_MATCH,
+    RefusalKind.DUPLICATE_SOP_INSTANCE: DUPLICATE_SOP_INSTANCE,
     # Over our size limit is permanent for that file: 0xA700 would tell senders to retry forever.
     RefusalKind.TOO_LARGE: CANNOT_UNDERSTAND,
 }

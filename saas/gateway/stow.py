@@ -25,6 +25,7 @@ PERMANENT_FAILURES = {
     0xC000: "cannot understand",
     0xA900: "does not match SOP class",
     0x0122: "SOP class not supported",
+    0x0111: "duplicate SOP instance",
     0xC122: "refused",
 }
 

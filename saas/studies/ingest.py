@@ -16,7 +16,15 @@ from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
 from saas.audit.services import audit_record
 from saas.studies.enums import IngestPath
 from saas.studies.orthanc import OrthancError, orthanc_store
-from saas.studies.validation import AcceptedInstance, Refusal, Skipped, ValidationLimits, validate_instance
+from saas.studies.selectors import instance_conflict
+from saas.studies.validation import (
+    AcceptedInstance,
+    Refusal,
+    RefusalKind,
+    Skipped,
+    ValidationLimits,
+    validate_instance,
+)
 from tenants.actors import Actor
 from tenants.models import Tenant
 
@@ -62,6 +70,13 @@ class IngestBatch:
         if study_instance_uid and result.study_instance_uid != study_instance_uid:
             reason = f"belongs to study {result.study_instance_uid}, not {study_instance_uid}"
             return self._keep(ItemOutcome(result.file, ItemStatus.REFUSED, reason, instance=result))
+        if reason := instance_conflict(
+            tenant=self.tenant,
+            sop_instance_uid=result.sop_instance_uid,
+            hierarchy=(result.patient_id, result.study_instance_uid, result.series_instance_uid),
+        ):
+            refusal = Refusal(file=result.file, reason=reason, kind=RefusalKind.DUPLICATE_SOP_INSTANCE)
+            return self._keep(ItemOutcome(result.file, ItemStatus.REFUSED, reason, instance=result, refusal=refusal))
         try:
             orthanc_store(self.tenant, result.data)
         except OrthancError as error:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import date
 
 from django.db.models import Count, Q, QuerySet
 
 from saas.studies.enums import StudyStatus
-from saas.studies.models import Study
+from saas.studies.models import Instance, Study
+from tenants.context import current_context, tenant_context
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,27 @@ def study_status_counts(*, rows: QuerySet[Study]) -> dict[str, int]:
 def study_has_segmentations(*, study: Study) -> bool:
     """Whether the index holds a SEG series in this study (the viewer keeps its WebGL renderer for them)."""
     return study.series.filter(modality="SEG").exists()
+
+
+# At most 64 characters: a STOW-RS answer carries it as an ErrorComment (LO).
+DUPLICATE_SOP_INSTANCE_REASON = "SOP Instance UID already stored for another patient/study/series"
+
+
+def instance_conflict(*, tenant, sop_instance_uid: str, hierarchy: tuple[str, str, str]) -> str | None:
+    """Why an instance may not be stored: its UID is indexed under another (patient id, study UID, series UID).
+
+    The same instance sent again is stored once; one that reuses the UID elsewhere is refused, the first copy
+    stays (a SOP Instance UID names one image, and the archive key holds its study and series).
+    """
+    context = current_context()
+    with (
+        contextlib.nullcontext()
+        if context and tenant.pk in context.tenant_ids
+        else tenant_context(tenant_ids=[tenant.pk])
+    ):
+        indexed = (
+            Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid)
+            .values_list("study__patient__patient_id", "study__study_instance_uid", "series__series_instance_uid")
+            .first()
+        )
+    return None if indexed is None or tuple(indexed) == tuple(hierarchy) else DUPLICATE_SOP_INSTANCE_REASON

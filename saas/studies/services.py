@@ -28,6 +28,7 @@ from saas.audit.services import audit_record
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Patient, Series, Study, StudyCompletion, SyncCursor
 from saas.studies.orthanc import OrthancError, orthanc_client, orthanc_get, orthanc_store, orthanc_stream
+from saas.studies.selectors import DUPLICATE_SOP_INSTANCE_REASON
 from saas.studies.validation import SOP_CLASS_ALLOWLIST, Refusal, validate_instance
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -61,18 +62,29 @@ def archive_key(*, study_instance_uid: str, series_instance_uid: str, sop_instan
     return f"studies/{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}.dcm"
 
 
+# An Integer String (IS) holds a signed 32-bit value (PS3.5 6.2), as the index's integer columns do.
+_IS_RANGE = range(-(2**31), 2**31)
+
+
 def _text(tags: dict, name: str, limit: int) -> str:
     value = tags.get(name, "")
     if isinstance(value, list):
         value = "\\".join(str(item) for item in value)
-    return str(value or "").strip()[:limit]
+    # PostgreSQL text cannot hold NUL: a sender's stray NUL must not stop the tenant's whole sync.
+    return str(value or "").replace("\x00", "").strip()[:limit]
 
 
 def _int(tags: dict, name: str) -> int | None:
+    """The tag's integer, or None when it is absent, not one integer, or beyond what an IS may hold.
+
+    Non-conformant senders write InstanceNumber 3000000000; stored as is it would fail the batch's insert on
+    every replay and hold up the tenant's feed for good.
+    """
     try:
-        return int(str(tags.get(name, "")).strip())
+        value = int(str(tags.get(name, "")).strip())
     except ValueError:
         return None
+    return value if value in _IS_RANGE else None
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,11 @@ class InstanceArrival:
     @property
     def patient_id(self) -> str:
         return _text(self.tags, "PatientID", 64)
+
+    @property
+    def hierarchy(self) -> tuple[str, str, str]:
+        """Where the index files it: (patient id, study UID, series UID)."""
+        return (self.patient_id, self.study_instance_uid, self.series_instance_uid)
 
 
 def _orthanc_get(tenant: Tenant, path: str, *, params=()):
@@ -201,6 +218,21 @@ def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_cla
         raise OrthancError(f"could not remove refused instance {orthanc_instance_id}: {error}") from error
 
 
+def _conflicting_copies_remove(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> None:
+    for arrival in arrivals:
+        logger.warning(
+            "tenant %s: Orthanc instance %s reuses an indexed SOP Instance UID elsewhere; removing it",
+            tenant.pk,
+            arrival.orthanc_instance_id,
+        )
+        _refuse_stored_instance(
+            tenant=tenant,
+            orthanc_instance_id=arrival.orthanc_instance_id,
+            sop_class_uid=arrival.sop_class_uid,
+            reason=DUPLICATE_SOP_INSTANCE_REASON,
+        )
+
+
 def _patient_upsert(*, tenant: Tenant, arrival: InstanceArrival) -> Patient:
     patient, _ = Patient.objects.get_or_create(tenant=tenant, patient_id=arrival.patient_id)
     patient_fields = {
@@ -272,22 +304,42 @@ def instances_index(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> l
     Patients, studies and series are written once per batch, not once per instance, and the counters
     are recounted from the rows, so a replayed batch can never count an instance twice.
     """
-    # A SOP Instance UID seen twice in one batch (deleted and stored again) is indexed once, at its last copy.
-    latest = {arrival.sop_instance_uid: arrival for arrival in arrivals}
+    # A SOP Instance UID seen twice in one batch (deleted and stored again) is indexed once, at its last copy;
+    # a copy under another patient, study or series than the first one is a conflicting duplicate.
+    latest: dict[str, InstanceArrival] = {}
+    conflicting: list[InstanceArrival] = []
+    for arrival in arrivals:
+        seen = latest.get(arrival.sop_instance_uid)
+        if seen is not None and seen.hierarchy != arrival.hierarchy:
+            conflicting.append(arrival)
+        else:
+            latest[arrival.sop_instance_uid] = arrival
     if not latest:
+        _conflicting_copies_remove(tenant=tenant, arrivals=conflicting)
         return []
-    indexed = dict(
-        Instance.objects.filter(tenant=tenant, sop_instance_uid__in=list(latest)).values_list(
-            "sop_instance_uid", "orthanc_instance_id"
-        )
-    )
-    for sop_instance_uid, orthanc_instance_id in indexed.items():
-        current = latest[sop_instance_uid].orthanc_instance_id
-        if orthanc_instance_id != current:
-            # Already indexed (a resent copy, or a rehydration from the archive): point at Orthanc's copy.
-            Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid).update(
-                orthanc_instance_id=current
+    indexed = {
+        sop_instance_uid: (orthanc_instance_id, (patient_id, study_instance_uid, series_instance_uid))
+        for sop_instance_uid, orthanc_instance_id, patient_id, study_instance_uid, series_instance_uid in (
+            Instance.objects.filter(tenant=tenant, sop_instance_uid__in=list(latest)).values_list(
+                "sop_instance_uid",
+                "orthanc_instance_id",
+                "study__patient__patient_id",
+                "study__study_instance_uid",
+                "series__series_instance_uid",
             )
+        )
+    }
+    for sop_instance_uid, (orthanc_instance_id, hierarchy) in indexed.items():
+        arrival = latest[sop_instance_uid]
+        if hierarchy != arrival.hierarchy:
+            # Reached Orthanc without the ingest check (C-STORE, or two senders at once): the first copy stays.
+            conflicting.append(latest.pop(sop_instance_uid))
+        elif orthanc_instance_id != arrival.orthanc_instance_id:
+            # Already indexed (a rehydration from the archive into a rebuilt Orthanc): point at Orthanc's copy.
+            Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid).update(
+                orthanc_instance_id=arrival.orthanc_instance_id
+            )
+    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting)
     new = [arrival for sop_instance_uid, arrival in latest.items() if sop_instance_uid not in indexed]
     if not new:
         return []

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 
 from saas.config.celery import app
@@ -170,7 +171,9 @@ def archive_instances(self, *, tenant_id: int, instance_ids: list[int]) -> None:
     _ArchiveClaims.extend(tenant_id, instance_ids, seconds=ARCHIVE_CLAIM_SECONDS)
     try:
         instances_archive(tenant=Tenant.objects.get(pk=tenant_id), instance_ids=instance_ids)
-    except (ArchiveError, OrthancError) as error:
+    except (ArchiveError, OrthancError, OperationalError) as error:
+        # OperationalError: the marking lost a deadlock to a sync locking the same studies in another order
+        # (PostgreSQL picked it), or the database went away; the uploads S3 confirmed are redone cheaply.
         countdown = min(2 ** (self.request.retries + 1), ARCHIVE_RETRY_BACKOFF_MAX)
         # Still claimed while the retry waits, so that the sweeper does not queue the batch a second time.
         _ArchiveClaims.extend(tenant_id, instance_ids, seconds=countdown + ARCHIVE_CLAIM_SECONDS)

@@ -23,6 +23,7 @@ from pydicom import uid as dicom_uid
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, AllTransferSyntaxes
 
 _GB = 1024**3
@@ -58,6 +59,8 @@ class RefusalKind(StrEnum):
     NESTED_ARCHIVE = "nested_archive"
     ZIP_CORRUPT = "zip_corrupt"
     TOO_MANY_ENTRIES = "too_many_entries"
+    # Not the file's own fault: its SOP Instance UID is already stored under another patient, study or series.
+    DUPLICATE_SOP_INSTANCE = "duplicate_sop_instance"
 
 
 # Kinds no honest export produces: each one is recorded as a Security Alert by the caller.
@@ -335,8 +338,13 @@ def _valid_uid(value: str) -> bool:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
+    """As the index reads the tag from Orthanc: several values joined by a backslash, NULs dropped, trimmed."""
     value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(item) for item in value)
+    return str(value).replace("\x00", "").strip()
 
 
 def validate_instance(

@@ -74,6 +74,32 @@ def test_the_same_instance_sent_twice_is_stored_and_indexed_once(client, clinic,
         assert (study.instance_count, Instance.objects.filter(study=study).count()) == (2, 2)
 
 
+def test_an_instance_uid_reused_under_another_study_or_patient_is_refused_and_the_first_copy_stays(
+    client, clinic, write_token, pipeline
+):
+    # given a two-slice study stored and indexed
+    series = _ct(slices=2)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in series]).status_code == 200
+    pipeline.sync()
+    # when its first slice comes again under another study, and its second under another patient
+    moved, renamed = _ct(slices=2)
+    moved.SOPInstanceUID = moved.file_meta.MediaStorageSOPInstanceUID = series[0].SOPInstanceUID
+    renamed.StudyInstanceUID, renamed.SeriesInstanceUID = series[1].StudyInstanceUID, series[1].SeriesInstanceUID
+    renamed.SOPInstanceUID = renamed.file_meta.MediaStorageSOPInstanceUID = series[1].SOPInstanceUID
+    renamed.PatientID = "ING-2"
+    response = stow(client, clinic.slug, write_token, [dataset_bytes(moved), dataset_bytes(renamed)])
+    # then both are refused as duplicate SOP instances (0x0111), by name, and nothing new is stored
+    assert response.status_code == 409, response.content
+    failures = response.json()["00081198"]["Value"]
+    assert [item["00081197"]["Value"][0] for item in failures] == [0x0111, 0x0111]
+    assert [item["00081155"]["Value"][0] for item in failures] == [ds.SOPInstanceUID for ds in series]
+    assert "already stored for another patient/study/series" in failures[0]["00000902"]["Value"][0]
+    assert _orthanc_instance_count(clinic) == 2
+    # and the very same slice sent again is still taken (stored once)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(series[0])]).status_code == 200
+    assert _orthanc_instance_count(clinic) == 2
+
+
 def test_a_late_instance_reopens_the_study_and_completes_it_as_the_next_version(client, clinic, write_token, pipeline):
     # given a completed two-slice study
     series = _ct(slices=3)

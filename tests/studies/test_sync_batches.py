@@ -6,14 +6,19 @@ from datetime import timedelta
 
 import pytest
 import redis
+import requests
 from django.conf import settings
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
+from saas.audit.enums import AuditEventId
+from saas.audit.models import AuditEvent
 from saas.studies.models import Instance, Series, Study, StudyCompletion, SyncCursor
+from saas.studies.orthanc import orthanc_store
 from saas.studies.synthetic import ct_series, dataset_bytes
 from saas.studies.tasks import completion_sweep_tenant
 from tenants.context import tenant_context
+from tenants.orthanc import orthanc_endpoint
 from tests.studies.conftest import stow
 
 pytestmark = [pytest.mark.django_db, pytest.mark.orthanc]
@@ -133,3 +138,61 @@ def _take_queued(task: str, **match) -> list[dict]:
     finally:
         broker.close()
     return taken
+
+
+def test_numbers_beyond_an_integer_string_and_a_nul_in_a_text_do_not_stop_the_tenants_feed(
+    client, clinic, write_token, pipeline
+):
+    # given a non-conformant sender's slice: InstanceNumber and SeriesNumber beyond 32 bits, a NUL in its description
+    odd, plain = ct_series(patient_id="ODD-1", patient_name="Synthetic^Odd", accession_number="ACC-ODD", slices=2)
+    odd.InstanceNumber, odd.SeriesNumber = "3000000000", "-99999999999"
+    odd.StudyDescription = "CT\x00ABDOMEN"
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(odd)]).status_code == 200
+    # when the feed is indexed, then the slice is indexed without those numbers
+    assert pipeline.sync().indexed == 1
+    with tenant_context(tenant_ids=[clinic.pk]):
+        instance = Instance.objects.select_related("series", "study").get(sop_instance_uid=odd.SOPInstanceUID)
+    assert (instance.instance_number, instance.series.series_number) == (None, None)
+    assert "\x00" not in instance.study.study_description
+    # and what comes after it in the feed is indexed too
+    plain.SeriesInstanceUID = odd.SeriesInstanceUID
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(plain)]).status_code == 200
+    assert pipeline.sync().indexed == 1
+
+
+def _orthanc_has(clinic, orthanc_instance_id: str) -> bool:
+    endpoint = orthanc_endpoint(clinic)
+    answer = requests.get(f"{endpoint.http_url}/instances/{orthanc_instance_id}", auth=endpoint.auth, timeout=10)
+    return answer.status_code == 200
+
+
+def test_copies_that_reuse_an_indexed_instance_uid_elsewhere_are_removed_from_orthanc_and_audited(
+    client, clinic, write_token, pipeline
+):
+    # given a slice stored by STOW-RS and indexed
+    first, later = ct_series(patient_id="DUP-1", patient_name="Synthetic^Dup", accession_number="ACC-DUP", slices=2)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(first)]).status_code == 200
+    pipeline.sync()
+    # when copies reusing its UID under two other studies reach Orthanc without the ingest check (as by C-STORE),
+    # then the slice after them
+    copies = ct_series(patient_id="DUP-2", patient_name="Synthetic^Dup", accession_number="ACC-DUP2", slices=2)
+    for copy in copies:
+        copy.StudyInstanceUID = generate_uid()
+        copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    copy_ids = [orthanc_store(clinic, dataset_bytes(copy))[0] for copy in copies]
+    assert all(_orthanc_has(clinic, orthanc_id) for orthanc_id in copy_ids)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(later)]).status_code == 200
+    outcome = pipeline.sync()
+    # then the copies are gone from Orthanc, each removal audited with the reason, the first slice untouched
+    assert outcome.indexed == 1
+    assert not any(_orthanc_has(clinic, orthanc_id) for orthanc_id in copy_ids)
+    with tenant_context(tenant_ids=[clinic.pk]):
+        instance = Instance.objects.select_related("study").get(sop_instance_uid=first.SOPInstanceUID)
+        removals = AuditEvent.objects.filter(tenant_id=clinic.pk, event_id=AuditEventId.STUDY_DELETED)
+        reasons = [event.detail["reason"] for event in removals]
+    assert instance.study.study_instance_uid == first.StudyInstanceUID and _orthanc_has(
+        clinic, instance.orthanc_instance_id
+    )
+    assert len(reasons) == 2 and all("already stored for another patient/study/series" in r for r in reasons)
+    # and the slice that came after them is indexed into the first slice's study
+    assert instance.study.instance_count == 2
