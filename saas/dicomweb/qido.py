@@ -16,7 +16,8 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Model, Q, QuerySet
+from django.db.models import CharField, F, Func, Model, Q, QuerySet, Value
+from django.db.models.lookups import Regex
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from saas.studies.models import Instance, Series, Study
@@ -282,6 +283,21 @@ def _literal_regex(value: str) -> str:
     return "".join(out)
 
 
+def _code_pattern_condition(path: str, pattern: str, *, array: bool) -> Q:
+    """A code string with wildcards (`M*` finds MR and MG); for a list of codes, any one of them matching.
+
+    Codes hold no comma (CS: capitals, digits, space, underscore), so a list is matched as its comma-joined text
+    with wildcards that never cross a comma.
+    """
+    regex = "".join(
+        "[^,]*" if character == "*" else "[^,]" if character == "?" else re.escape(character) for character in pattern
+    )
+    if not array:
+        return Q(**{f"{path}__regex": f"^{regex}$"})
+    joined = Func(F(path), Value(","), function="array_to_string", output_field=CharField())
+    return Q(Regex(joined, f"(^|,){regex}(,|$)"))
+
+
 def _string_condition(path: str, value: str, *, case_insensitive: bool, fuzzy: bool) -> Q | None:
     if value in ("", "*"):
         return None
@@ -291,7 +307,11 @@ def _string_condition(path: str, value: str, *, case_insensitive: bool, fuzzy: b
     if fuzzy and case_insensitive:
         # Fuzzy person-name matching: the value starts any name component ("smi" finds "Smith^John").
         return Q(**{f"{path}__iregex": f"(^|[\\^ =]){_literal_regex(value)}"})
-    return Q(**{f"{path}__{'iexact' if case_insensitive else 'exact'}": value})
+    if case_insensitive:
+        # A person name matches one of its values or component groups whole ("Yamada^Tarou" finds
+        # "Yamada^Tarou=山田^太郎").
+        return Q(**{f"{path}__iregex": f"(^|[=\\\\]){_literal_regex(value)}([=\\\\]|$)"})
+    return Q(**{f"{path}__exact": value})
 
 
 def _range(keyword: str, value: str, pattern: re.Pattern, example: str) -> tuple[str | None, str | None]:
@@ -315,9 +335,15 @@ def _condition(attribute: Attribute, path: str, values: list[str], *, fuzzy: boo
             if bad := [item for item in items if len(item) > 64 or not _UID_RE.fullmatch(item)]:
                 raise QueryError(f"{attribute.keyword} holds values that are not UIDs: {', '.join(bad[:3])}.")
             return Q(**{f"{path}__in": items})
-        if match == Match.MODALITIES:
-            return Q(**{f"{path}__overlap": [item.upper() for item in items]})
-        return Q(**{f"{path}__in": [item.upper() for item in items]})
+        codes = [item.upper() for item in items]
+        if "*" in codes:
+            return None
+        patterns = [code for code in codes if "*" in code or "?" in code]
+        exact = [code for code in codes if code not in patterns]
+        combined = Q(**{f"{path}__{'overlap' if match == Match.MODALITIES else 'in'}": exact}) if exact else Q()
+        for pattern in patterns:
+            combined |= _code_pattern_condition(path, pattern, array=match == Match.MODALITIES)
+        return combined
     for value in values:
         value = value.strip()
         if match in (Match.STRING, Match.PERSON_NAME):
@@ -391,11 +417,19 @@ def query_rows(
     return rows.order_by(*_ORDER[query.level])
 
 
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
 def _element(vr: str, value: Any) -> dict:
     if value is None or value == "" or value == []:
         return {"vr": vr}
     if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": value}]}
+        # Each value (backslash-separated) of up to three component groups (PS3.18 F.2.2): "Yamada^Tarou=山田^太郎".
+        names = []
+        for name in str(value).split("\\"):
+            groups = dict(zip(_PN_GROUPS, name.split("=")[: len(_PN_GROUPS)], strict=False))
+            names.append({group: text for group, text in groups.items() if text})
+        return {"vr": vr, "Value": names}
     if isinstance(value, list):
         return {"vr": vr, "Value": value}
     return {"vr": vr, "Value": [value]}

@@ -379,11 +379,11 @@ def _metadata(request, slug: str, study_instance_uid: str, path: str, kind: str)
 
 
 def _rendered_params(request, *, thumbnail: bool) -> list[tuple[str, str]]:
-    unknown = sorted(set(request.GET) - (RENDERED_PARAMETERS | {"charset"}))
+    # `accept` (PS3.18 8.3.3.1, what OHIF puts on thumbnail URLs) stands in for the Accept header.
+    unknown = sorted(set(request.GET) - (RENDERED_PARAMETERS | {"charset", "accept"}))
     if unknown:
-        raise BadQuery(
-            f"Unsupported parameters: {', '.join(unknown)}. Supported: {', '.join(sorted(RENDERED_PARAMETERS))}."
-        )
+        supported = sorted(RENDERED_PARAMETERS | {"accept"})
+        raise BadQuery(f"Unsupported parameters: {', '.join(unknown)}. Supported: {', '.join(supported)}.")
     params = [(name, value) for name, values in request.GET.lists() if name in RENDERED_PARAMETERS for value in values]
     if thumbnail:
         viewport = request.GET.get("viewport", THUMBNAIL_VIEWPORT)
@@ -394,7 +394,7 @@ def _rendered_params(request, *, thumbnail: bool) -> list[tuple[str, str]]:
 
 
 def _rendered_accept(request) -> str:
-    accept = _accept(request, "image/jpeg")
+    accept = request.GET.get("accept", "").strip() or _accept(request, "image/jpeg")
     for media_type in RENDERED_MEDIA_TYPES:
         if media_type in accept:
             return media_type

@@ -104,9 +104,42 @@ def test_study_date_matches_single_dates_and_ranges_with_open_ends(client, clini
     assert _uids(_search(client, clinic, StudyTime="08-09")) == _study_uids(clinic, "smith")
 
 
+def test_person_names_with_component_groups_and_several_values(client, clinic):
+    # given a study whose patient name has an ideographic group, read by two referring physicians
+    tenant, _, _ = clinic
+    yamada = index_rows(
+        tenant,
+        patient_id="J-1",
+        patient_name="Yamada^Tarou=山田^太郎",
+        referring_physician="Sato^Hanako\\Suzuki^Ichiro",
+    )
+    # when searched by the alphabetic name, the ideographic one, or one of the physicians, then it is found
+    for search in (
+        {"PatientName": "yamada^tarou"},
+        {"PatientName": "山田^太郎"},
+        {"ReferringPhysicianName": "Suzuki^Ichiro"},
+    ):
+        assert _uids(_search(client, clinic, **search)) == [yamada.study_instance_uid], search
+    # and the answer carries each group and each value apart, as DICOM JSON has them
+    [match] = _search(client, clinic, PatientName="Yamada^Tarou", includefield="ReferringPhysicianName").json()
+    assert match[PATIENT_NAME]["Value"] == [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}]
+    assert match["00080090"]["Value"] == [{"Alphabetic": "Sato^Hanako"}, {"Alphabetic": "Suzuki^Ichiro"}]
+    # a part of a group is no match without a wildcard
+    assert _uids(_search(client, clinic, PatientName="Yamada")) == []
+
+
 def test_modalities_and_study_uid_lists(client, clinic):
     assert _uids(_search(client, clinic, ModalitiesInStudy="MR")) == _study_uids(clinic, "smyth", "jones")
     assert _uids(_search(client, clinic, ModalitiesInStudy="CT,MR")) == _study_uids(clinic, "smith", "smyth", "jones")
+    # `*` alone matches everything; wildcards match within one code, never across two of a study
+    everyone = _study_uids(clinic, "smith", "smyth", "jones")
+    assert _uids(_search(client, clinic, ModalitiesInStudy="*")) == everyone
+    assert _uids(_search(client, clinic, ModalitiesInStudy="m*")) == _study_uids(clinic, "smyth", "jones")
+    assert _uids(_search(client, clinic, ModalitiesInStudy="?T")) == _study_uids(clinic, "smith", "smyth")
+    assert _uids(_search(client, clinic, ModalitiesInStudy="C*R")) == []
+    assert _uids(_search(client, clinic, ModalitiesInStudy="US,M?")) == _study_uids(clinic, "smyth", "jones")
+    assert len(_search(client, clinic, "series", Modality="*").json()) == 4
+    assert len(_search(client, clinic, "series", Modality="?R").json()) == 2
     wanted = _study_uids(clinic, "smith", "jones")
     assert _uids(_search(client, clinic, StudyInstanceUID=",".join(wanted))) == wanted
     assert _uids(_search(client, clinic, StudyInstanceUID="\\".join(wanted))) == wanted

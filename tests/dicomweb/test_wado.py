@@ -195,6 +195,11 @@ def test_rendered_and_thumbnail_images_at_every_level(client, clinic_with_ct):
     )
     assert png["Content-Type"] == "image/png" and _body(png)[:4] == b"\x89PNG"
     assert png["Cache-Control"].startswith("private, max-age=") and png["ETag"]
+    # the `accept` query parameter (as OHIF writes thumbnail URLs) stands in for the header
+    by_parameter = client.get(f"{series}/thumbnail", {"accept": "image/png"}, HTTP_ACCEPT="image/jpeg", **clinic.auth())
+    assert by_parameter["Content-Type"] == "image/png" and _body(by_parameter)[:4] == b"\x89PNG"
+    not_an_image = client.get(f"{series}/thumbnail", {"accept": "application/dicom"}, **clinic.auth())
+    assert not_an_image.status_code == 406 and "image/jpeg" in not_an_image.json()["detail"]
     bad = client.get(f"{series}/thumbnail", {"viewport": "huge"}, **clinic.auth())
     unknown = client.get(f"{series}/rendered", {"annotation": "patient"}, **clinic.auth())
     assert bad.status_code == 400 and "viewport" in bad.json()["detail"]
