@@ -435,8 +435,9 @@ def _element(vr: str, value: Any) -> dict:
     return {"vr": vr, "Value": [value]}
 
 
-def answer_keywords(query: Query, *, spans_studies: bool) -> list[str]:
-    """Which attributes each row of this answer carries."""
+def answer_keywords(query: Query, *, spans_studies: bool, spans_series: bool) -> list[str]:
+    """Which attributes each row of this answer carries: a search above the level asked for (the instances of
+    a study, of every study) carries the default attributes of the levels it spans too, as PS3.18 asks."""
     level_rank = _LEVEL_ORDER[query.level]
     available = [a.keyword for a in ATTRIBUTES if _LEVEL_ORDER[a.level] <= level_rank]
     if query.include_all:
@@ -444,8 +445,8 @@ def answer_keywords(query: Query, *, spans_studies: bool) -> list[str]:
     wanted = set(DEFAULT_KEYWORDS[query.level]) | (query.include & set(available)) | set(query.filters)
     if spans_studies and query.level != Level.STUDY:
         wanted |= set(DEFAULT_KEYWORDS[Level.STUDY])
-        if query.level == Level.INSTANCE:
-            wanted |= set(DEFAULT_KEYWORDS[Level.SERIES])
+    if spans_series and query.level == Level.INSTANCE:
+        wanted |= set(DEFAULT_KEYWORDS[Level.SERIES])
     return [keyword for keyword in available if keyword in wanted]
 
 

@@ -154,7 +154,7 @@ def _qido(request, *, slug: str, level: Level, study_instance_uid: str | None = 
     rows = list(matching[query.offset : query.offset + query.limit + 1])
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    keywords = answer_keywords(query, spans_studies=study is None)
+    keywords = answer_keywords(query, spans_studies=study is None, spans_series=series is None)
     answer = Answer(base_url=public_base_url(tenant))
     matches = [row_as_dicom_json(row, level=level, keywords=keywords, answer=answer) for row in rows]
     if study is not None:

@@ -183,8 +183,13 @@ def test_series_and_instances_can_be_searched_at_every_level(client, clinic):
     assert in_study.json()[0]["00200011"] == {"vr": "IS", "Value": [1]}
     assert PATIENT_ID not in in_study.json()[0]
     # instances: of a study, of a series, and of the clinic by SOP Instance UID
-    assert len(_search(client, clinic, f"studies/{study.study_instance_uid}/instances").json()) == 4
+    of_study = _search(client, clinic, f"studies/{study.study_instance_uid}/instances").json()
+    assert len(of_study) == 4
+    # the instances of a study span its series, so each carries its series' attributes; within a series not
+    assert {tuple(match["00080060"]["Value"]) for match in of_study} == {("CT",), ("MR",)}
+    assert all("00200011" in match for match in of_study)
     series_path = f"studies/{study.study_instance_uid}/series/{series[1].series_instance_uid}/instances"
+    assert "00080060" not in _search(client, clinic, series_path).json()[0]
     assert _uids(_search(client, clinic, series_path), SOP_UID) == sorted(i.sop_instance_uid for i in instances)
     found = _search(client, clinic, "instances", SOPInstanceUID=instances[0].sop_instance_uid).json()
     assert [match[SOP_UID]["Value"][0] for match in found] == [instances[0].sop_instance_uid]
