@@ -56,6 +56,8 @@ class IngestBatch:
     path: IngestPath
     limits: ValidationLimits = field(default_factory=ValidationLimits)
     outcomes: list[ItemOutcome] = field(default_factory=list)
+    # Where each series seen in this batch is indexed (patient id, study UID), None if not yet: looked up once.
+    _series_homes: dict[str, tuple[str, str] | None] = field(default_factory=dict, repr=False)
 
     def add_bytes(self, file: str, data: bytes, *, study_instance_uid: str | None = None) -> ItemOutcome:
         return self.add_result(validate_instance(file, data, limits=self.limits), study_instance_uid=study_instance_uid)
@@ -74,6 +76,7 @@ class IngestBatch:
             tenant=self.tenant,
             sop_instance_uid=result.sop_instance_uid,
             hierarchy=(result.patient_id, result.study_instance_uid, result.series_instance_uid),
+            series_homes=self._series_homes,
         ):
             refusal = Refusal(file=result.file, reason=reason, kind=RefusalKind.DUPLICATE_SOP_INSTANCE)
             return self._keep(ItemOutcome(result.file, ItemStatus.REFUSED, reason, instance=result, refusal=refusal))

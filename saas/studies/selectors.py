@@ -9,7 +9,7 @@ from datetime import date
 from django.db.models import Count, Q, QuerySet
 
 from saas.studies.enums import StudyStatus
-from saas.studies.models import Instance, Study
+from saas.studies.models import Instance, Series, Study
 from tenants.context import current_context, tenant_context
 
 
@@ -59,15 +59,24 @@ def study_has_segmentations(*, study: Study) -> bool:
     return study.series.filter(modality="SEG").exists()
 
 
-# At most 64 characters: a STOW-RS answer carries it as an ErrorComment (LO).
+# At most 64 characters: a STOW-RS answer carries them as an ErrorComment (LO).
 DUPLICATE_SOP_INSTANCE_REASON = "SOP Instance UID already stored for another patient/study/series"
+DUPLICATE_SERIES_REASON = "Series Instance UID already stored for another patient/study"
 
 
-def instance_conflict(*, tenant, sop_instance_uid: str, hierarchy: tuple[str, str, str]) -> str | None:
-    """Why an instance may not be stored: its UID is indexed under another (patient id, study UID, series UID).
+def instance_conflict(
+    *,
+    tenant,
+    sop_instance_uid: str,
+    hierarchy: tuple[str, str, str],
+    series_homes: dict[str, tuple[str, str] | None] | None = None,
+) -> str | None:
+    """Why an instance may not be stored: its UID is indexed under another (patient id, study UID, series UID),
+    or its series under another (patient id, study UID).
 
-    The same instance sent again is stored once; one that reuses the UID elsewhere is refused, the first copy
-    stays (a SOP Instance UID names one image, and the archive key holds its study and series).
+    The same instance sent again is stored once; one that reuses a UID elsewhere is refused and the first copy
+    stays (a SOP Instance UID names one image, a Series Instance UID one series of one study, and the archive
+    key holds both). ``series_homes`` remembers series already looked up, for a batch of one series.
     """
     context = current_context()
     with (
@@ -80,4 +89,16 @@ def instance_conflict(*, tenant, sop_instance_uid: str, hierarchy: tuple[str, st
             .values_list("study__patient__patient_id", "study__study_instance_uid", "series__series_instance_uid")
             .first()
         )
-    return None if indexed is None or tuple(indexed) == tuple(hierarchy) else DUPLICATE_SOP_INSTANCE_REASON
+        if indexed is not None:
+            return None if tuple(indexed) == tuple(hierarchy) else DUPLICATE_SOP_INSTANCE_REASON
+        series_homes = {} if series_homes is None else series_homes
+        series_instance_uid = hierarchy[2]
+        if series_instance_uid not in series_homes:
+            home = (
+                Series.objects.filter(tenant=tenant, series_instance_uid=series_instance_uid)
+                .values_list("study__patient__patient_id", "study__study_instance_uid")
+                .first()
+            )
+            series_homes[series_instance_uid] = None if home is None else tuple(home)
+    home = series_homes[series_instance_uid]
+    return None if home is None or home == tuple(hierarchy[:2]) else DUPLICATE_SERIES_REASON

@@ -28,7 +28,7 @@ from saas.audit.services import audit_record
 from saas.studies.enums import StudyStatus
 from saas.studies.models import Instance, Patient, Series, Study, StudyCompletion, SyncCursor
 from saas.studies.orthanc import OrthancError, orthanc_client, orthanc_get, orthanc_store, orthanc_stream
-from saas.studies.selectors import DUPLICATE_SOP_INSTANCE_REASON
+from saas.studies.selectors import DUPLICATE_SERIES_REASON, DUPLICATE_SOP_INSTANCE_REASON
 from saas.studies.validation import SOP_CLASS_ALLOWLIST, Refusal, validate_instance
 from tenants.context import tenant_context
 from tenants.models import Tenant
@@ -218,19 +218,37 @@ def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_cla
         raise OrthancError(f"could not remove refused instance {orthanc_instance_id}: {error}") from error
 
 
-def _conflicting_copies_remove(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> None:
+def _conflicting_copies_remove(*, tenant: Tenant, arrivals: Sequence[InstanceArrival], reason: str) -> None:
     for arrival in arrivals:
         logger.warning(
-            "tenant %s: Orthanc instance %s reuses an indexed SOP Instance UID elsewhere; removing it",
-            tenant.pk,
-            arrival.orthanc_instance_id,
+            "tenant %s: Orthanc instance %s: %s; removing it", tenant.pk, arrival.orthanc_instance_id, reason
         )
         _refuse_stored_instance(
             tenant=tenant,
             orthanc_instance_id=arrival.orthanc_instance_id,
             sop_class_uid=arrival.sop_class_uid,
-            reason=DUPLICATE_SOP_INSTANCE_REASON,
+            reason=reason,
         )
+
+
+def _series_conflicts_removed(*, tenant: Tenant, arrivals: list[InstanceArrival]) -> list[InstanceArrival]:
+    """The arrivals whose series is not indexed (nor earlier in the batch) under another patient or study.
+
+    The others reached Orthanc without the ingest check (C-STORE, two senders at once) and are removed again:
+    filed under the series of another study, the viewer would never show them with their own.
+    """
+    homes: dict[str, tuple[str, str]] = {
+        series_instance_uid: (patient_id, study_instance_uid)
+        for series_instance_uid, patient_id, study_instance_uid in Series.objects.filter(
+            tenant=tenant, series_instance_uid__in={arrival.series_instance_uid for arrival in arrivals}
+        ).values_list("series_instance_uid", "study__patient__patient_id", "study__study_instance_uid")
+    }
+    kept, conflicting = [], []
+    for arrival in arrivals:
+        home = homes.setdefault(arrival.series_instance_uid, arrival.hierarchy[:2])
+        (kept if home == arrival.hierarchy[:2] else conflicting).append(arrival)
+    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting, reason=DUPLICATE_SERIES_REASON)
+    return kept
 
 
 def _patient_upsert(*, tenant: Tenant, arrival: InstanceArrival) -> Patient:
@@ -315,7 +333,6 @@ def instances_index(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> l
         else:
             latest[arrival.sop_instance_uid] = arrival
     if not latest:
-        _conflicting_copies_remove(tenant=tenant, arrivals=conflicting)
         return []
     indexed = {
         sop_instance_uid: (orthanc_instance_id, (patient_id, study_instance_uid, series_instance_uid))
@@ -339,8 +356,11 @@ def instances_index(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> l
             Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid).update(
                 orthanc_instance_id=arrival.orthanc_instance_id
             )
-    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting)
-    new = [arrival for sop_instance_uid, arrival in latest.items() if sop_instance_uid not in indexed]
+    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting, reason=DUPLICATE_SOP_INSTANCE_REASON)
+    new = _series_conflicts_removed(
+        tenant=tenant,
+        arrivals=[arrival for sop_instance_uid, arrival in latest.items() if sop_instance_uid not in indexed],
+    )
     if not new:
         return []
     now = timezone.now()

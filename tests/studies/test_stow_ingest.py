@@ -95,6 +95,15 @@ def test_an_instance_uid_reused_under_another_study_or_patient_is_refused_and_th
     assert [item["00081155"]["Value"][0] for item in failures] == [ds.SOPInstanceUID for ds in series]
     assert "already stored for another patient/study/series" in failures[0]["00000902"]["Value"][0]
     assert _orthanc_instance_count(clinic) == 2
+    # and a new slice of another study that reuses the indexed series' UID is refused too
+    (borrowing,) = _ct(slices=1)
+    borrowing.SeriesInstanceUID = series[0].SeriesInstanceUID
+    refused = stow(client, clinic.slug, write_token, [dataset_bytes(borrowing)])
+    assert refused.status_code == 409
+    [failure] = refused.json()["00081198"]["Value"]
+    assert failure["00081197"]["Value"] == [0x0111]
+    assert failure["00000902"]["Value"] == ["Series Instance UID already stored for another patient/study"]
+    assert _orthanc_instance_count(clinic) == 2
     # and the very same slice sent again is still taken (stored once)
     assert stow(client, clinic.slug, write_token, [dataset_bytes(series[0])]).status_code == 200
     assert _orthanc_instance_count(clinic) == 2

@@ -196,3 +196,28 @@ def test_copies_that_reuse_an_indexed_instance_uid_elsewhere_are_removed_from_or
     assert len(reasons) == 2 and all("already stored for another patient/study/series" in r for r in reasons)
     # and the slice that came after them is indexed into the first slice's study
     assert instance.study.instance_count == 2
+
+
+def test_a_copy_filed_under_another_studys_series_uid_is_removed_from_orthanc_and_audited(
+    client, clinic, write_token, pipeline
+):
+    # given a slice stored by STOW-RS and indexed
+    (first,) = ct_series(patient_id="SER-1", patient_name="Synthetic^Series", accession_number="ACC-SER", slices=1)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(first)]).status_code == 200
+    pipeline.sync()
+    # when a slice of another study reusing its Series Instance UID reaches Orthanc without the ingest check
+    (stray,) = ct_series(patient_id="SER-2", patient_name="Synthetic^Series", accession_number="ACC-SER2", slices=1)
+    stray.SeriesInstanceUID = first.SeriesInstanceUID
+    stray_id, _ = orthanc_store(clinic, dataset_bytes(stray))
+    outcome = pipeline.sync()
+    # then it is removed from Orthanc with its reason audited, and the first study's series still holds one slice
+    assert outcome.indexed == 0 and not _orthanc_has(clinic, stray_id)
+    with tenant_context(tenant_ids=[clinic.pk]):
+        series = Series.objects.select_related("study").get(series_instance_uid=first.SeriesInstanceUID)
+        reasons = [
+            event.detail["reason"]
+            for event in AuditEvent.objects.filter(tenant_id=clinic.pk, event_id=AuditEventId.STUDY_DELETED)
+        ]
+        assert not Instance.objects.filter(sop_instance_uid=stray.SOPInstanceUID).exists()
+    assert (series.study.study_instance_uid, series.instance_count) == (first.StudyInstanceUID, 1)
+    assert reasons == ["Series Instance UID already stored for another patient/study"]
