@@ -8,10 +8,12 @@ import http.client
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -42,6 +44,7 @@ CHANGES_PER_BATCH = 100
 # Reading a batch's new instances from Orthanc, and archiving them, is mostly waiting on Orthanc and
 # S3: a few threads overlap those waits (Orthanc serves 50 HTTP threads, boto3's pool holds 10).
 ORTHANC_READ_THREADS = 8
+VALIDATION_MEMORY_BYTES = 512 * 1024 * 1024
 ARCHIVE_UPLOAD_THREADS = 8
 # An instance up to this size is hashed and sent from memory; a larger one (multi-frame, whole-slide)
 # spills to a temporary file, so a batch of large objects never holds gigabytes in one worker.
@@ -186,17 +189,57 @@ def _arrivals_read(*, tenant: Tenant, orthanc_instance_ids: Sequence[str]) -> di
         return dict(zip(unique, arrivals, strict=True))
 
 
+class ByteBudget:
+    """At most `limit` bytes held at once by the threads of one process; a request above it waits to go alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(max(size, 0), self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self._used + size <= self.limit)
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= size
+                self._changed.notify_all()
+
+    @property
+    def used(self) -> int:
+        with self._changed:
+            return self._used
+
+
+# C-STORE files read whole for validation by the sync's reader threads: a page of whole-slide or tomosynthesis
+# images (up to the 2 GB file limit each) must not be read eight at a time into one worker.
+_VALIDATION_MEMORY = ByteBudget(VALIDATION_MEMORY_BYTES)
+
+
 def _validate_dicom_protocol_arrival(*, tenant: Tenant, orthanc_instance_id: str) -> tuple[int, str | None]:
     """C-STORE reaches Orthanc before any platform check, so its instances are validated here.
 
     Every other path validated the bytes before storing them (Orthanc marks those RestApi).
     Returns the file's size and the reason it is refused (None when it is accepted).
     """
-    data = orthanc_get(tenant, f"/instances/{orthanc_instance_id}/file")
-    if data is None:
-        raise OrthancError(f"Orthanc did not return instance {orthanc_instance_id}: it is gone")
-    result = validate_instance(f"C-STORE {orthanc_instance_id}", data)
-    return len(data), result.reason if isinstance(result, Refusal) else None
+    path = f"/instances/{orthanc_instance_id}/file"
+    with orthanc_stream(tenant, path) as response:
+        if response is None:
+            raise OrthancError(f"Orthanc did not return instance {orthanc_instance_id}: it is gone")
+        announced = int(response.headers.get("Content-Length") or VALIDATION_MEMORY_BYTES)
+        with _VALIDATION_MEMORY.hold(announced):
+            try:
+                # One buffer of the announced length; http.client raises IncompleteRead for a short body.
+                data = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                raise OrthancError(f"Orthanc broke off instance {orthanc_instance_id}: {error!r}") from error
+            result = validate_instance(f"C-STORE {orthanc_instance_id}", data)
+            return len(data), result.reason if isinstance(result, Refusal) else None
 
 
 def _refuse_stored_instance(*, tenant: Tenant, orthanc_instance_id: str, sop_class_uid: str, reason: str) -> None:
