@@ -16,7 +16,7 @@ from saas.audit.enums import AuditAction, AuditEventId, AuditOutcome
 from saas.audit.services import audit_record
 from saas.studies.enums import IngestPath
 from saas.studies.orthanc import OrthancError, orthanc_store
-from saas.studies.selectors import instance_conflict
+from saas.studies.selectors import IngestHomes, instance_conflict
 from saas.studies.validation import (
     AcceptedInstance,
     Refusal,
@@ -56,8 +56,7 @@ class IngestBatch:
     path: IngestPath
     limits: ValidationLimits = field(default_factory=ValidationLimits)
     outcomes: list[ItemOutcome] = field(default_factory=list)
-    # Where each series seen in this batch is indexed (patient id, study UID), None if not yet: looked up once.
-    _series_homes: dict[str, tuple[str, str] | None] = field(default_factory=dict, repr=False)
+    _homes: IngestHomes = field(default_factory=IngestHomes, repr=False)
 
     def add_bytes(self, file: str, data: bytes, *, study_instance_uid: str | None = None) -> ItemOutcome:
         return self.add_result(validate_instance(file, data, limits=self.limits), study_instance_uid=study_instance_uid)
@@ -72,12 +71,12 @@ class IngestBatch:
         if study_instance_uid and result.study_instance_uid != study_instance_uid:
             reason = f"belongs to study {result.study_instance_uid}, not {study_instance_uid}"
             return self._keep(ItemOutcome(result.file, ItemStatus.REFUSED, reason, instance=result))
-        if reason := instance_conflict(
-            tenant=self.tenant,
-            sop_instance_uid=result.sop_instance_uid,
-            hierarchy=(result.patient_id, result.study_instance_uid, result.series_instance_uid),
-            series_homes=self._series_homes,
-        ):
+        where = {
+            "sop_instance_uid": result.sop_instance_uid,
+            "study_instance_uid": result.study_instance_uid,
+            "series_instance_uid": result.series_instance_uid,
+        }
+        if reason := instance_conflict(tenant=self.tenant, homes=self._homes, **where):
             refusal = Refusal(file=result.file, reason=reason, kind=RefusalKind.DUPLICATE_SOP_INSTANCE)
             return self._keep(ItemOutcome(result.file, ItemStatus.REFUSED, reason, instance=result, refusal=refusal))
         try:
@@ -86,6 +85,7 @@ class IngestBatch:
             logger.warning("ingest tenant=%s sop=%s: %s", self.tenant.pk, result.sop_instance_uid, error)
             reason = "the clinic's image store did not take it; send it again"
             return self._keep(ItemOutcome(result.file, ItemStatus.FAILED, reason, instance=result))
+        self._homes.stored(**where)
         return self._keep(ItemOutcome(result.file, ItemStatus.STORED, instance=result))
 
     def _keep(self, outcome: ItemOutcome) -> ItemOutcome:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from django.db.models import Count, Q, QuerySet
@@ -60,45 +60,59 @@ def study_has_segmentations(*, study: Study) -> bool:
 
 
 # At most 64 characters: a STOW-RS answer carries them as an ErrorComment (LO).
-DUPLICATE_SOP_INSTANCE_REASON = "SOP Instance UID already stored for another patient/study/series"
-DUPLICATE_SERIES_REASON = "Series Instance UID already stored for another patient/study"
+DUPLICATE_SOP_INSTANCE_REASON = "SOP Instance UID already stored in another study or series"
+DUPLICATE_SERIES_REASON = "Series Instance UID already stored in another study"
+# As the index keeps UIDs (saas.studies.services._text).
+_UID_CHARACTERS = 64
+
+
+@dataclass
+class IngestHomes:
+    """Where the instances and series of one ingest batch belong: looked up in the index once each, and
+    remembered as they are stored, so that one request cannot store the same UID under two studies."""
+
+    sop_instances: dict[str, tuple[str, str]] = field(default_factory=dict)
+    series: dict[str, str | None] = field(default_factory=dict)
+
+    def stored(self, *, sop_instance_uid: str, study_instance_uid: str, series_instance_uid: str) -> None:
+        study, series = study_instance_uid[:_UID_CHARACTERS], series_instance_uid[:_UID_CHARACTERS]
+        self.sop_instances[sop_instance_uid[:_UID_CHARACTERS]] = (study, series)
+        self.series[series] = study
 
 
 def instance_conflict(
-    *,
-    tenant,
-    sop_instance_uid: str,
-    hierarchy: tuple[str, str, str],
-    series_homes: dict[str, tuple[str, str] | None] | None = None,
+    *, tenant, sop_instance_uid: str, study_instance_uid: str, series_instance_uid: str, homes: IngestHomes
 ) -> str | None:
-    """Why an instance may not be stored: its UID is indexed under another (patient id, study UID, series UID),
-    or its series under another (patient id, study UID).
+    """Why an instance may not be stored: its UID is indexed (or stored by this batch) in another study or
+    series, or its series in another study.
 
     The same instance sent again is stored once; one that reuses a UID elsewhere is refused and the first copy
     stays (a SOP Instance UID names one image, a Series Instance UID one series of one study, and the archive
-    key holds both). ``series_homes`` remembers series already looked up, for a batch of one series.
+    key holds both). The patient is not compared: the index files a study under the patient it first came with,
+    and a later series with another Patient ID still belongs to that study.
     """
+    sop, study, series = (uid[:_UID_CHARACTERS] for uid in (sop_instance_uid, study_instance_uid, series_instance_uid))
     context = current_context()
     with (
         contextlib.nullcontext()
         if context and tenant.pk in context.tenant_ids
         else tenant_context(tenant_ids=[tenant.pk])
     ):
-        indexed = (
-            Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid)
-            .values_list("study__patient__patient_id", "study__study_instance_uid", "series__series_instance_uid")
-            .first()
-        )
-        if indexed is not None:
-            return None if tuple(indexed) == tuple(hierarchy) else DUPLICATE_SOP_INSTANCE_REASON
-        series_homes = {} if series_homes is None else series_homes
-        series_instance_uid = hierarchy[2]
-        if series_instance_uid not in series_homes:
-            home = (
-                Series.objects.filter(tenant=tenant, series_instance_uid=series_instance_uid)
-                .values_list("study__patient__patient_id", "study__study_instance_uid")
+        if sop not in homes.sop_instances:
+            indexed = (
+                Instance.objects.filter(tenant=tenant, sop_instance_uid=sop)
+                .values_list("study__study_instance_uid", "series__series_instance_uid")
                 .first()
             )
-            series_homes[series_instance_uid] = None if home is None else tuple(home)
-    home = series_homes[series_instance_uid]
-    return None if home is None or home == tuple(hierarchy[:2]) else DUPLICATE_SERIES_REASON
+            if indexed is not None:
+                homes.sop_instances[sop] = tuple(indexed)
+        if sop in homes.sop_instances:
+            return None if homes.sop_instances[sop] == (study, series) else DUPLICATE_SOP_INSTANCE_REASON
+        if series not in homes.series:
+            homes.series[series] = (
+                Series.objects.filter(tenant=tenant, series_instance_uid=series)
+                .values_list("study__study_instance_uid", flat=True)
+                .first()
+            )
+    home = homes.series[series]
+    return None if home is None or home == study else DUPLICATE_SERIES_REASON

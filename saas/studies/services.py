@@ -128,9 +128,9 @@ class InstanceArrival:
         return _text(self.tags, "PatientID", 64)
 
     @property
-    def hierarchy(self) -> tuple[str, str, str]:
-        """Where the index files it: (patient id, study UID, series UID)."""
-        return (self.patient_id, self.study_instance_uid, self.series_instance_uid)
+    def hierarchy(self) -> tuple[str, str]:
+        """Where the index files it: (study UID, series UID)."""
+        return (self.study_instance_uid, self.series_instance_uid)
 
 
 def _orthanc_get(tenant: Tenant, path: str, *, params=()):
@@ -275,21 +275,20 @@ def _conflicting_copies_remove(*, tenant: Tenant, arrivals: Sequence[InstanceArr
 
 
 def _series_conflicts_removed(*, tenant: Tenant, arrivals: list[InstanceArrival]) -> list[InstanceArrival]:
-    """The arrivals whose series is not indexed (nor earlier in the batch) under another patient or study.
+    """The arrivals whose series is not indexed (nor earlier in the batch) in another study.
 
     The others reached Orthanc without the ingest check (C-STORE, two senders at once) and are removed again:
     filed under the series of another study, the viewer would never show them with their own.
     """
-    homes: dict[str, tuple[str, str]] = {
-        series_instance_uid: (patient_id, study_instance_uid)
-        for series_instance_uid, patient_id, study_instance_uid in Series.objects.filter(
+    homes: dict[str, str] = dict(
+        Series.objects.filter(
             tenant=tenant, series_instance_uid__in={arrival.series_instance_uid for arrival in arrivals}
-        ).values_list("series_instance_uid", "study__patient__patient_id", "study__study_instance_uid")
-    }
+        ).values_list("series_instance_uid", "study__study_instance_uid")
+    )
     kept, conflicting = [], []
     for arrival in arrivals:
-        home = homes.setdefault(arrival.series_instance_uid, arrival.hierarchy[:2])
-        (kept if home == arrival.hierarchy[:2] else conflicting).append(arrival)
+        home = homes.setdefault(arrival.series_instance_uid, arrival.study_instance_uid)
+        (kept if home == arrival.study_instance_uid else conflicting).append(arrival)
     _conflicting_copies_remove(tenant=tenant, arrivals=conflicting, reason=DUPLICATE_SERIES_REASON)
     return kept
 
@@ -365,41 +364,39 @@ def instances_index(*, tenant: Tenant, arrivals: Sequence[InstanceArrival]) -> l
     Patients, studies and series are written once per batch, not once per instance, and the counters
     are recounted from the rows, so a replayed batch can never count an instance twice.
     """
-    # A SOP Instance UID seen twice in one batch (deleted and stored again) is indexed once, at its last copy;
-    # a copy under another patient, study or series than the first one is a conflicting duplicate.
-    latest: dict[str, InstanceArrival] = {}
-    conflicting: list[InstanceArrival] = []
+    copies_by_uid: dict[str, list[InstanceArrival]] = defaultdict(list)
     for arrival in arrivals:
-        seen = latest.get(arrival.sop_instance_uid)
-        if seen is not None and seen.hierarchy != arrival.hierarchy:
-            conflicting.append(arrival)
-        else:
-            latest[arrival.sop_instance_uid] = arrival
-    if not latest:
+        copies_by_uid[arrival.sop_instance_uid].append(arrival)
+    if not copies_by_uid:
         return []
     indexed = {
-        sop_instance_uid: (orthanc_instance_id, (patient_id, study_instance_uid, series_instance_uid))
-        for sop_instance_uid, orthanc_instance_id, patient_id, study_instance_uid, series_instance_uid in (
-            Instance.objects.filter(tenant=tenant, sop_instance_uid__in=list(latest)).values_list(
-                "sop_instance_uid",
-                "orthanc_instance_id",
-                "study__patient__patient_id",
-                "study__study_instance_uid",
-                "series__series_instance_uid",
+        sop_instance_uid: (orthanc_instance_id, (study_instance_uid, series_instance_uid))
+        for sop_instance_uid, orthanc_instance_id, study_instance_uid, series_instance_uid in (
+            Instance.objects.filter(tenant=tenant, sop_instance_uid__in=list(copies_by_uid)).values_list(
+                "sop_instance_uid", "orthanc_instance_id", "study__study_instance_uid", "series__series_instance_uid"
             )
         )
     }
-    for sop_instance_uid, (orthanc_instance_id, hierarchy) in indexed.items():
-        arrival = latest[sop_instance_uid]
-        if hierarchy != arrival.hierarchy:
-            # Reached Orthanc without the ingest check (C-STORE, or two senders at once): the first copy stays.
-            conflicting.append(latest.pop(sop_instance_uid))
-        elif orthanc_instance_id != arrival.orthanc_instance_id:
-            # Already indexed (a rehydration from the archive into a rebuilt Orthanc): point at Orthanc's copy.
+    # Where each UID belongs: where the index has it, else where its first copy in this batch came. A copy
+    # elsewhere reached Orthanc without the ingest check (C-STORE, two senders at once): the first copy stays.
+    latest: dict[str, InstanceArrival] = {}
+    conflicting: list[InstanceArrival] = []
+    for sop_instance_uid, copies in copies_by_uid.items():
+        home = indexed[sop_instance_uid][1] if sop_instance_uid in indexed else copies[0].hierarchy
+        for copy in copies:
+            if copy.hierarchy == home:
+                # Seen twice in one batch (deleted and stored again): indexed once, at its last copy.
+                latest[sop_instance_uid] = copy
+            else:
+                conflicting.append(copy)
+    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting, reason=DUPLICATE_SOP_INSTANCE_REASON)
+    for sop_instance_uid, (orthanc_instance_id, _) in indexed.items():
+        arrival = latest.get(sop_instance_uid)
+        if arrival is not None and orthanc_instance_id != arrival.orthanc_instance_id:
+            # Already indexed (a rehydration into a rebuilt Orthanc, a copy under another Patient ID): point at it.
             Instance.objects.filter(tenant=tenant, sop_instance_uid=sop_instance_uid).update(
                 orthanc_instance_id=arrival.orthanc_instance_id
             )
-    _conflicting_copies_remove(tenant=tenant, arrivals=conflicting, reason=DUPLICATE_SOP_INSTANCE_REASON)
     new = _series_conflicts_removed(
         tenant=tenant,
         arrivals=[arrival for sop_instance_uid, arrival in latest.items() if sop_instance_uid not in indexed],

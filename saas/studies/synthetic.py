@@ -761,8 +761,8 @@ def _covers_a_voxel(
 ) -> bool:
     """Whether a sphere reaches at least one voxel centre, so that a lesion reported is a lesion drawn.
 
-    The slice nearest its centre cuts it in a disc; a disc at least half a pixel's diagonal across holds a
-    pixel centre wherever it lies on the grid.
+    The slice nearest its centre cuts it in a disc; a disc whose radius is at least half a pixel's diagonal holds
+    a pixel centre wherever it lies on the grid.
     """
     nearest = min(max(round(center[2] / slice_thickness), -(slices // 2)), slices - 1 - slices // 2)
     depth = abs(nearest * slice_thickness - center[2])

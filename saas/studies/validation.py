@@ -59,7 +59,7 @@ class RefusalKind(StrEnum):
     NESTED_ARCHIVE = "nested_archive"
     ZIP_CORRUPT = "zip_corrupt"
     TOO_MANY_ENTRIES = "too_many_entries"
-    # Not the file's own fault: its SOP Instance UID is already stored under another patient, study or series.
+    # Not the file's own fault: its SOP Instance UID (or its series) is already stored in another study.
     DUPLICATE_SOP_INSTANCE = "duplicate_sop_instance"
 
 

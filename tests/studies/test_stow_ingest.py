@@ -74,26 +74,25 @@ def test_the_same_instance_sent_twice_is_stored_and_indexed_once(client, clinic,
         assert (study.instance_count, Instance.objects.filter(study=study).count()) == (2, 2)
 
 
-def test_an_instance_uid_reused_under_another_study_or_patient_is_refused_and_the_first_copy_stays(
+def test_an_instance_uid_reused_in_another_study_or_series_is_refused_and_the_first_copy_stays(
     client, clinic, write_token, pipeline
 ):
     # given a two-slice study stored and indexed
     series = _ct(slices=2)
     assert stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in series]).status_code == 200
     pipeline.sync()
-    # when its first slice comes again under another study, and its second under another patient
-    moved, renamed = _ct(slices=2)
+    # when its first slice comes again under another study, and its second under another series of the study
+    moved, regrouped = _ct(slices=2)
     moved.SOPInstanceUID = moved.file_meta.MediaStorageSOPInstanceUID = series[0].SOPInstanceUID
-    renamed.StudyInstanceUID, renamed.SeriesInstanceUID = series[1].StudyInstanceUID, series[1].SeriesInstanceUID
-    renamed.SOPInstanceUID = renamed.file_meta.MediaStorageSOPInstanceUID = series[1].SOPInstanceUID
-    renamed.PatientID = "ING-2"
-    response = stow(client, clinic.slug, write_token, [dataset_bytes(moved), dataset_bytes(renamed)])
+    regrouped.StudyInstanceUID = series[1].StudyInstanceUID
+    regrouped.SOPInstanceUID = regrouped.file_meta.MediaStorageSOPInstanceUID = series[1].SOPInstanceUID
+    response = stow(client, clinic.slug, write_token, [dataset_bytes(moved), dataset_bytes(regrouped)])
     # then both are refused as duplicate SOP instances (0x0111), by name, and nothing new is stored
     assert response.status_code == 409, response.content
     failures = response.json()["00081198"]["Value"]
     assert [item["00081197"]["Value"][0] for item in failures] == [0x0111, 0x0111]
     assert [item["00081155"]["Value"][0] for item in failures] == [ds.SOPInstanceUID for ds in series]
-    assert "already stored for another patient/study/series" in failures[0]["00000902"]["Value"][0]
+    assert failures[0]["00000902"]["Value"] == ["SOP Instance UID already stored in another study or series"]
     assert _orthanc_instance_count(clinic) == 2
     # and a new slice of another study that reuses the indexed series' UID is refused too
     (borrowing,) = _ct(slices=1)
@@ -102,11 +101,48 @@ def test_an_instance_uid_reused_under_another_study_or_patient_is_refused_and_th
     assert refused.status_code == 409
     [failure] = refused.json()["00081198"]["Value"]
     assert failure["00081197"]["Value"] == [0x0111]
-    assert failure["00000902"]["Value"] == ["Series Instance UID already stored for another patient/study"]
+    assert failure["00000902"]["Value"] == ["Series Instance UID already stored in another study"]
     assert _orthanc_instance_count(clinic) == 2
     # and the very same slice sent again is still taken (stored once)
     assert stow(client, clinic.slug, write_token, [dataset_bytes(series[0])]).status_code == 200
     assert _orthanc_instance_count(clinic) == 2
+
+
+def test_one_request_cannot_store_one_new_uid_in_two_studies(client, clinic, write_token, pipeline):
+    # given one request with a new series under two studies, and a new slice twice under two series
+    first, second, third = _ct(slices=3)
+    second.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    twin = _ct(slices=1)[0]
+    twin.StudyInstanceUID = third.StudyInstanceUID
+    twin.SOPInstanceUID = twin.file_meta.MediaStorageSOPInstanceUID = third.SOPInstanceUID
+    response = stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in (first, second, third, twin)])
+    # then the first of each is stored and the other refused in the same answer, not acknowledged and later dropped
+    assert response.status_code == 202, response.content
+    assert [item["00081155"]["Value"][0] for item in response.json()["00081198"]["Value"]] == [
+        second.SOPInstanceUID,
+        twin.SOPInstanceUID,
+    ]
+    assert pipeline.sync().indexed == 2 and _orthanc_instance_count(clinic) == 2
+
+
+def test_a_new_series_of_an_indexed_study_under_another_patient_id_is_taken_whole(
+    client, clinic, write_token, pipeline
+):
+    # given an indexed study, and a second series of it (an SR, a secondary capture) made with another Patient ID
+    (first,) = _ct(slices=1)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(first)]).status_code == 200
+    pipeline.sync()
+    other = _ct(slices=3, study_instance_uid=first.StudyInstanceUID)
+    for dataset in other:
+        dataset.PatientID = "ING-OTHER"
+    # when its slices arrive in two requests, then every one is stored and indexed into the study
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(other[0])]).status_code == 200
+    pipeline.sync()
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(ds) for ds in other[1:]]).status_code == 200
+    pipeline.sync()
+    with tenant_context(tenant_ids=[clinic.pk]):
+        study = Study.objects.get(study_instance_uid=first.StudyInstanceUID)
+    assert study.instance_count == 4 and _orthanc_instance_count(clinic) == 4
 
 
 def test_a_late_instance_reopens_the_study_and_completes_it_as_the_next_version(client, clinic, write_token, pipeline):

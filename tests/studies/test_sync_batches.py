@@ -193,7 +193,7 @@ def test_copies_that_reuse_an_indexed_instance_uid_elsewhere_are_removed_from_or
     assert instance.study.study_instance_uid == first.StudyInstanceUID and _orthanc_has(
         clinic, instance.orthanc_instance_id
     )
-    assert len(reasons) == 2 and all("already stored for another patient/study/series" in r for r in reasons)
+    assert reasons == ["SOP Instance UID already stored in another study or series"] * 2
     # and the slice that came after them is indexed into the first slice's study
     assert instance.study.instance_count == 2
 
@@ -220,4 +220,27 @@ def test_a_copy_filed_under_another_studys_series_uid_is_removed_from_orthanc_an
         ]
         assert not Instance.objects.filter(sop_instance_uid=stray.SOPInstanceUID).exists()
     assert (series.study.study_instance_uid, series.instance_count) == (first.StudyInstanceUID, 1)
-    assert reasons == ["Series Instance UID already stored for another patient/study"]
+    assert reasons == ["Series Instance UID already stored in another study"]
+
+
+def test_in_one_batch_the_indexed_copy_wins_over_a_conflicting_copy_that_came_first(
+    client, clinic, write_token, pipeline
+):
+    # given an indexed slice that left Orthanc (as by eviction)
+    (first,) = ct_series(patient_id="DUP-3", patient_name="Synthetic^Dup", accession_number="ACC-DUP3", slices=1)
+    assert stow(client, clinic.slug, write_token, [dataset_bytes(first)]).status_code == 200
+    pipeline.sync()
+    with tenant_context(tenant_ids=[clinic.pk]):
+        original_id = Instance.objects.get(sop_instance_uid=first.SOPInstanceUID).orthanc_instance_id
+    endpoint = orthanc_endpoint(clinic)
+    requests.delete(f"{endpoint.http_url}/instances/{original_id}", auth=endpoint.auth, timeout=10).raise_for_status()
+    # when a copy under another study arrives, and then the slice itself comes back (as a rehydration brings it)
+    (stray,) = ct_series(patient_id="DUP-3", patient_name="Synthetic^Dup", accession_number="ACC-DUP4", slices=1)
+    stray.SOPInstanceUID = stray.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    stray_id, _ = orthanc_store(clinic, dataset_bytes(stray))
+    assert orthanc_store(clinic, dataset_bytes(first))[0] == original_id
+    pipeline.sync()
+    # then the stray copy is removed and the slice the index holds stays in Orthanc, pointed at
+    assert not _orthanc_has(clinic, stray_id) and _orthanc_has(clinic, original_id)
+    with tenant_context(tenant_ids=[clinic.pk]):
+        assert Instance.objects.get(sop_instance_uid=first.SOPInstanceUID).orthanc_instance_id == original_id
