@@ -267,15 +267,16 @@ def query_parse(params, *, level: Level) -> Query:
     )
 
 
-def _literal_regex(value: str) -> str:
+def _literal_regex(value: str, *, many: str = ".*", one: str = ".") -> str:
     # PostgreSQL ARE: a backslash before a non-alphanumeric character makes it literal, and
     # alphanumerics (any script) are literal already, so this escapes without a character list.
+    # The wildcards * and ? become `many` and `one`.
     out = []
     for character in value:
         if character == "*":
-            out.append(".*")
+            out.append(many)
         elif character == "?":
-            out.append(".")
+            out.append(one)
         elif character.isalnum():
             out.append(character)
         else:
@@ -301,9 +302,13 @@ def _code_pattern_condition(path: str, pattern: str, *, array: bool) -> Q:
 def _string_condition(path: str, value: str, *, case_insensitive: bool, fuzzy: bool) -> Q | None:
     if value in ("", "*"):
         return None
+    if case_insensitive and ("*" in value or "?" in value):
+        # A person name matches when one of its values or component groups does ("山田*" finds
+        # "Yamada^Tarou=山田^太郎"): wildcards stay within one.
+        within = _literal_regex(value, many="[^=\\\\]*", one="[^=\\\\]")
+        return Q(**{f"{path}__iregex": f"(^|[=\\\\]){within}([=\\\\]|$)"})
     if "*" in value or "?" in value:
-        lookup = "iregex" if case_insensitive else "regex"
-        return Q(**{f"{path}__{lookup}": f"^{_literal_regex(value)}$"})
+        return Q(**{f"{path}__regex": f"^{_literal_regex(value)}$"})
     if fuzzy and case_insensitive:
         # Fuzzy person-name matching: the value starts any name component ("smi" finds "Smith^John").
         return Q(**{f"{path}__iregex": f"(^|[\\^ =]){_literal_regex(value)}"})

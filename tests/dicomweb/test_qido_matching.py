@@ -124,8 +124,11 @@ def test_person_names_with_component_groups_and_several_values(client, clinic):
     [match] = _search(client, clinic, PatientName="Yamada^Tarou", includefield="ReferringPhysicianName").json()
     assert match[PATIENT_NAME]["Value"] == [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}]
     assert match["00080090"]["Value"] == [{"Alphabetic": "Sato^Hanako"}, {"Alphabetic": "Suzuki^Ichiro"}]
-    # a part of a group is no match without a wildcard
+    # a part of a group is no match without a wildcard; with one, it matches within each value or group
     assert _uids(_search(client, clinic, PatientName="Yamada")) == []
+    for search in ({"PatientName": "山田*"}, {"PatientName": "*tarou"}, {"ReferringPhysicianName": "Suzuki*"}):
+        assert _uids(_search(client, clinic, **search)) == [yamada.study_instance_uid], search
+    assert _uids(_search(client, clinic, ReferringPhysicianName="Sato*Ichiro")) == []
 
 
 def test_modalities_and_study_uid_lists(client, clinic):
