@@ -10,7 +10,7 @@ from django.conf import settings
 
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.enums import Role
-from tenants.orthanc import orthanc_driver
+from tenants.orthanc import orthanc_driver, orthanc_spec
 from tests.conftest import committed
 from tests.e2e.viewing import canvas_pixel, open_as_radiologist, screenshot, sign_in, store_and_index
 from tests.factories import person
@@ -156,6 +156,7 @@ def test_images_that_cannot_be_loaded_are_an_error_shown_not_a_black_viewport(pa
     # given a CT whose frames the platform cannot serve: its clinic's Orthanc stops once the viewer has the
     # study's metadata and asks for the first frame, so the platform's real answer to every frame is a 503
     tenant, study_uid = _clinic_with_ct(live_platform, "e2e-viewer-503")
+    spec = committed(lambda: orthanc_spec(tenant))
     frame_answers: list[int] = []
 
     def stop_orthanc_then_pass_on(route) -> None:
@@ -167,9 +168,13 @@ def test_images_that_cannot_be_loaded_are_an_error_shown_not_a_black_viewport(pa
         route.fulfill(response=answer)
 
     page.route("**/frames/**", stop_orthanc_then_pass_on)
-    # when the radiologist opens it
-    open_as_radiologist(page, live_platform, tenant, study_uid, render)
-    # then the viewer says the study could not be loaded, instead of showing a black image as "ready"
-    page.wait_for_selector("[data-viewer][data-viewer-state=error]", timeout=60_000)
-    assert "could not be loaded" in page.locator("[data-viewer] [role=status]").first.inner_text()
-    assert frame_answers and set(frame_answers) == {503}
+    try:
+        # when the radiologist opens it
+        open_as_radiologist(page, live_platform, tenant, study_uid, render)
+        # then the viewer says the study could not be loaded, instead of showing a black image as "ready"
+        page.wait_for_selector("[data-viewer][data-viewer-state=error]", timeout=60_000)
+        assert "could not be loaded" in page.locator("[data-viewer] [role=status]").first.inner_text()
+        assert frame_answers and set(frame_answers) == {503}
+    finally:
+        # The clinic's Orthanc runs again for whatever else this session does with it.
+        orthanc_driver().ensure_running(spec)

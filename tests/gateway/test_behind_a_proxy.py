@@ -5,10 +5,13 @@ nginx's own directives make the trouble: `client_max_body_size` (413), and for r
 `return 500` or an upstream that is not listening (502). Everything else reaches gunicorn and the clinic's Orthanc.
 """
 
+import contextlib
 import os
 import random
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,6 @@ from saas.gateway.spool import Spool
 from saas.studies.synthetic import ct_series, dataset_bytes
 from tenants.orthanc import orthanc_endpoint
 from tests.conftest import running_nginx
-from tests.gateway.conftest import free_port
 
 pytestmark = [pytest.mark.orthanc]
 
@@ -55,6 +57,14 @@ TROUBLE = {
     # readroom_gone: nothing listens there
     502: "",
 }
+
+
+@contextlib.contextmanager
+def _closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections and that nothing else can take while it is held."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture
@@ -129,7 +139,10 @@ def test_a_batch_that_keeps_failing_with_5xx_does_not_hold_back_the_queue(live_p
     for order, dataset in enumerate([large, *small]):
         _received(spool, dataset, order)
     upstream = live_platform.url.removeprefix("http://")
-    with running_nginx(_proxy_locations(TROUBLE[status]), upstream=upstream, http=_proxy_http(free_port())) as nginx:
+    with (
+        _closed_port() as closed,
+        running_nginx(_proxy_locations(TROUBLE[status]), upstream=upstream, http=_proxy_http(closed)) as nginx,
+    ):
         forwarder = _forwarder(spool, url=nginx.url, slug=tenant.slug, token=token, max_batch_instances=3)
 
         # when the forwarder runs for a while
@@ -156,7 +169,10 @@ def test_a_proxys_413_for_one_instance_keeps_it_spooled_and_the_rest_flows(live_
     for order, dataset in enumerate([first, large, last]):
         _received(spool, dataset, order)
     upstream = live_platform.url.removeprefix("http://")
-    with running_nginx(_proxy_locations(TROUBLE[413]), upstream=upstream, http=_proxy_http(free_port())) as nginx:
+    with (
+        _closed_port() as closed,
+        running_nginx(_proxy_locations(TROUBLE[413]), upstream=upstream, http=_proxy_http(closed)) as nginx,
+    ):
         forwarder = _forwarder(spool, url=nginx.url, slug=tenant.slug, token=token)
 
         _drain(forwarder)
